@@ -1,0 +1,10 @@
+//! burnish: align causal language models with human preferences, on burn.
+//!
+//! This facade re-exports the workspace crates so a library user depends on one crate:
+//! [`model`] (the backend-generic causal LM and Hugging Face checkpoints), [`losses`] (every
+//! preference loss as a pure function of log-probs) and [`data`] (Parquet preference data,
+//! chat templates, tokenization and collation).
+
+pub use burnish_data as data;
+pub use burnish_losses as losses;
+pub use burnish_model as model;
