@@ -1,0 +1,345 @@
+//! Conversion of public preference formats into burnish's Parquet files, with a rejects file.
+//!
+//! Nothing is lost silently: every input record is either written (as one or more output rows)
+//! or written to the rejects file as a JSON line `{"source", "line" | "row", "reason"}`, and the
+//! [`ConvertReport`]'s counts reconcile: `read == written + rejected`. Pairwise output is the
+//! TRL layout; listwise output keeps every response with its ranks or scores.
+//!
+//! The Parquet schema (plain text or message lists, `id`, `margin`) is taken from the first
+//! valid row; a later row that does not fit it (say, a message list after plain text) is
+//! rejected with that reason rather than coerced.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rayon::prelude::*;
+
+use crate::encode::Encoder;
+use crate::error::{DataError, Result};
+use crate::formats::{InputFormat, Parsed, parse_record};
+use crate::pairing::{all_pairs, best_vs_random};
+use crate::row::{ListwiseRow, PreferencePair};
+use crate::source::{Location, for_each_record};
+use crate::writer::{ListwiseSchema, ListwiseWriter, PairSchema, PairWriter};
+
+pub use crate::formats::InputFormat as Format;
+
+/// How listwise inputs (UltraFeedback, rankings, scores) become output rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// Every pair with different ranks/scores (InstructGPT); ties give no pair.
+    AllPairs,
+    /// The best response against one strictly worse response drawn with the seed (Zephyr).
+    BestVsRandom,
+    /// No pairing: write listwise rows (`prompt`, `responses`, `ranks`/`scores`).
+    Listwise,
+}
+
+impl std::str::FromStr for Pairing {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "all-pairs" => Ok(Pairing::AllPairs),
+            "best-vs-random" => Ok(Pairing::BestVsRandom),
+            "listwise" => Ok(Pairing::Listwise),
+            other => Err(format!(
+                "unknown pairing `{other}` (expected all-pairs, best-vs-random, listwise)"
+            )),
+        }
+    }
+}
+
+/// Options of [`convert`].
+#[derive(Debug)]
+pub struct ConvertOptions<'a> {
+    /// The input format.
+    pub format: InputFormat,
+    /// Pairing of listwise inputs; `None` picks best-vs-random for UltraFeedback and all-pairs
+    /// for rankings and scores.
+    pub pairing: Option<Pairing>,
+    /// Seed of best-vs-random.
+    pub seed: u64,
+    /// Where rejected records go (JSON Lines); created only when something is rejected.
+    pub rejects: PathBuf,
+    /// When given, every output row is also rendered and tokenized with it, and rows that fail
+    /// (template error, nothing left of a completion after truncation) are rejected.
+    pub encoder: Option<&'a Encoder>,
+}
+
+impl ConvertOptions<'_> {
+    /// Options for `format` with default pairing, seed 0, and `OUT.rejects.jsonl` beside `output`.
+    pub fn new(format: InputFormat, output: &Path) -> Self {
+        ConvertOptions {
+            format,
+            pairing: None,
+            seed: 0,
+            rejects: default_rejects_path(output),
+            encoder: None,
+        }
+    }
+}
+
+/// `OUT.parquet` -> `OUT.rejects.jsonl`.
+pub fn default_rejects_path(output: &Path) -> PathBuf {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    output.with_file_name(format!("{stem}.rejects.jsonl"))
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConvertReport {
+    /// Input records read (every record, including unparseable ones).
+    pub read: u64,
+    /// Input records written (each gives one or more output rows).
+    pub written: u64,
+    /// Input records rejected (each is one line of the rejects file).
+    pub rejected: u64,
+    /// Rows in the output file (more than `written` when a ranking gives several pairs).
+    pub output_rows: u64,
+    /// The rejects file, when anything was rejected.
+    pub rejects_path: Option<PathBuf>,
+}
+
+enum Out {
+    Pairs(Vec<PreferencePair>),
+    List(ListwiseRow),
+}
+
+enum Sink {
+    None,
+    Pairs(PairWriter),
+    List(ListwiseWriter),
+}
+
+struct Rejects {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl Rejects {
+    fn write(&mut self, source: &Path, loc: Location, reason: &str) -> Result<()> {
+        if self.file.is_none() {
+            let f = File::create(&self.path).map_err(|e| DataError::io(&self.path, e))?;
+            self.file = Some(BufWriter::new(f));
+        }
+        let (key, n) = match loc {
+            Location::Line(n) => ("line", n),
+            Location::Row(n) => ("row", n),
+        };
+        let mut rec = serde_json::Map::new();
+        rec.insert("source".into(), source.display().to_string().into());
+        rec.insert(key.into(), n.into());
+        rec.insert("reason".into(), reason.into());
+        let f = self.file.as_mut().expect("opened above");
+        writeln!(f, "{}", serde_json::Value::Object(rec)).map_err(|e| DataError::io(&self.path, e))
+    }
+}
+
+fn to_out(parsed: Parsed, pairing: Pairing, rng: &mut StdRng) -> std::result::Result<Out, String> {
+    match parsed {
+        Parsed::Pair(p) => {
+            p.validate()?;
+            Ok(Out::Pairs(vec![p]))
+        }
+        Parsed::List(row) => {
+            row.validate()?;
+            match pairing {
+                Pairing::Listwise => Ok(Out::List(row)),
+                Pairing::AllPairs => {
+                    let pairs = all_pairs(&row);
+                    if pairs.is_empty() {
+                        return Err("every response ties: no pair".into());
+                    }
+                    for p in &pairs {
+                        p.validate()?;
+                    }
+                    Ok(Out::Pairs(pairs))
+                }
+                Pairing::BestVsRandom => {
+                    let p = best_vs_random(&row, rng).ok_or("every response ties: no pair")?;
+                    p.validate()?;
+                    Ok(Out::Pairs(vec![p]))
+                }
+            }
+        }
+    }
+}
+
+fn check_with_encoder(out: &Out, encoder: &Encoder) -> std::result::Result<(), String> {
+    match out {
+        Out::Pairs(ps) => ps.iter().try_for_each(|p| {
+            encoder
+                .encode_pair(p)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+        Out::List(r) => encoder
+            .encode_list(r)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Fields a row has that the file (schema fixed by the first row) cannot hold.
+fn pair_fit(schema: &PairSchema, p: &PreferencePair) -> std::result::Result<(), String> {
+    schema.accepts(p)?;
+    if p.id.is_some() && !schema.id {
+        return Err(
+            "row has an `id` but the first row had none, so the file has no id column".into(),
+        );
+    }
+    if p.margin.is_some() && !schema.margin {
+        return Err(
+            "row has a `margin` but the first row had none, so the file has no margin column"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Converts `inputs` (JSON or JSON Lines, optionally `.gz`) of one format into `output`.
+///
+/// Fails only on file-level problems (unreadable or empty input, unwritable output); row
+/// problems are counted and written to `options.rejects`.
+pub fn convert(
+    inputs: &[PathBuf],
+    output: &Path,
+    options: &ConvertOptions<'_>,
+) -> Result<ConvertReport> {
+    let pairing = options.pairing.unwrap_or(match options.format {
+        InputFormat::UltraFeedback => Pairing::BestVsRandom,
+        _ => Pairing::AllPairs,
+    });
+    if pairing == Pairing::Listwise && !options.format.is_listwise() {
+        return Err(DataError::Invalid {
+            path: output.to_owned(),
+            reason: format!(
+                "--pairing listwise needs a listwise input format, not {:?}",
+                options.format
+            ),
+        });
+    }
+    // Refuse empty inputs before anything is written.
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| DataError::io(input, e))?;
+        if meta.len() == 0 {
+            return Err(DataError::EmptyInput(input.clone()));
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let mut report = ConvertReport::default();
+    let mut rejects = Rejects {
+        path: options.rejects.clone(),
+        file: None,
+    };
+    let mut sink = Sink::None;
+    const CHUNK: usize = 1024;
+
+    for input in inputs {
+        let mut chunk: Vec<(Location, std::result::Result<Out, String>)> =
+            Vec::with_capacity(CHUNK);
+        let flush = |chunk: &mut Vec<(Location, std::result::Result<Out, String>)>,
+                     report: &mut ConvertReport,
+                     sink: &mut Sink,
+                     rejects: &mut Rejects|
+         -> Result<()> {
+            if let Some(enc) = options.encoder {
+                chunk.par_iter_mut().for_each(|(_, r)| {
+                    if let Ok(out) = r {
+                        if let Err(e) = check_with_encoder(out, enc) {
+                            *r = Err(e);
+                        }
+                    }
+                });
+            }
+            for (loc, r) in chunk.drain(..) {
+                report.read += 1;
+                let out = match r {
+                    Ok(out) => out,
+                    Err(reason) => {
+                        report.rejected += 1;
+                        rejects.write(input, loc, &reason)?;
+                        continue;
+                    }
+                };
+                if matches!(sink, Sink::None) {
+                    *sink = match &out {
+                        Out::Pairs(ps) => {
+                            Sink::Pairs(PairWriter::create(output, PairSchema::of(&ps[0]))?)
+                        }
+                        Out::List(r) => {
+                            Sink::List(ListwiseWriter::create(output, ListwiseSchema::of(r))?)
+                        }
+                    };
+                }
+                let fit = match (&*sink, &out) {
+                    (Sink::Pairs(w), Out::Pairs(ps)) => {
+                        ps.iter().try_for_each(|p| pair_fit(&w.schema(), p))
+                    }
+                    (Sink::List(w), Out::List(r)) => w.schema().accepts(r),
+                    _ => Err("row kind differs from the file's".into()),
+                };
+                if let Err(reason) = fit {
+                    report.rejected += 1;
+                    rejects.write(input, loc, &reason)?;
+                    continue;
+                }
+                report.written += 1;
+                match (&mut *sink, out) {
+                    (Sink::Pairs(w), Out::Pairs(ps)) => {
+                        for p in ps {
+                            w.write(p)?;
+                            report.output_rows += 1;
+                        }
+                    }
+                    (Sink::List(w), Out::List(r)) => {
+                        w.write(r)?;
+                        report.output_rows += 1;
+                    }
+                    _ => unreachable!("checked by fit"),
+                }
+            }
+            Ok(())
+        };
+        for_each_record(input, |loc, value| {
+            let out = value
+                .and_then(|v| parse_record(options.format, &v))
+                .and_then(|p| to_out(p, pairing, &mut rng));
+            chunk.push((loc, out));
+            if chunk.len() >= CHUNK {
+                flush(&mut chunk, &mut report, &mut sink, &mut rejects)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut chunk, &mut report, &mut sink, &mut rejects)?;
+    }
+
+    match sink {
+        Sink::Pairs(w) => {
+            w.finish()?;
+        }
+        Sink::List(w) => {
+            w.finish()?;
+        }
+        Sink::None => {
+            // Still leave a valid (empty) file behind, so that the output always exists.
+            PairWriter::create(output, PairSchema::default())?.finish()?;
+        }
+    }
+    if let Some(mut f) = rejects.file.take() {
+        f.flush().map_err(|e| DataError::io(&rejects.path, e))?;
+        report.rejects_path = Some(rejects.path.clone());
+    } else if rejects.path.exists() {
+        // A rejects file left by an earlier run would describe rows this run did not reject.
+        std::fs::remove_file(&rejects.path).map_err(|e| DataError::io(&rejects.path, e))?;
+    }
+    debug_assert_eq!(report.read, report.written + report.rejected);
+    Ok(report)
+}
