@@ -1,1 +1,12 @@
-//! burnish-train.
+//! burnish-train: the machinery of training runs, independent of any particular model or loss.
+//!
+//! Configuration ([`config`]), learning-rate schedule ([`schedule`]), the seeded data order
+//! ([`data_order`]), checkpoints that resume exactly ([`checkpoint`]), metrics as JSON lines
+//! ([`metrics_log`]), progress reporting ([`progress`]), SVG plots ([`plot`]), and the VADER
+//! sentiment scorer used as the quickstart's gold reward ([`sentiment`]).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data_order;
+pub mod metrics_log;
+pub mod schedule;
