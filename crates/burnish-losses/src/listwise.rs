@@ -82,7 +82,10 @@ impl<B: Backend> ListwiseInputs<B> {
 
 /// Plackett-Luce negative log-likelihood of the rankings under scores `[n, k]` (padding
 /// already zeroed): the mean over prompts of the sum over positions, as in the module doc.
-pub(crate) fn plackett_luce_nll<B: Backend>(scores: Tensor<B, 2>, layout: &RankLayout) -> Tensor<B, 1> {
+pub(crate) fn plackett_luce_nll<B: Backend>(
+    scores: Tensor<B, 2>,
+    layout: &RankLayout,
+) -> Tensor<B, 1> {
     let [n, k] = scores.dims();
     let (group, active) = layout.plackett_luce_masks::<B>(&scores.device(), scores.dtype());
     let candidates = scores.clone().unsqueeze_dim::<3>(1).expand([n, k, k]);
@@ -108,10 +111,16 @@ pub(crate) fn ranking_metrics<B: Backend>(
     let level_scores = per_level(scores.clone());
     let level_logps = per_level(logps);
     for (l, &level) in levels.iter().enumerate() {
-        metrics.push(names::rewards_rank(level), level_scores.clone().slice(l..l + 1));
+        metrics.push(
+            names::rewards_rank(level),
+            level_scores.clone().slice(l..l + 1),
+        );
     }
     for (l, &level) in levels.iter().enumerate() {
-        metrics.push(names::logps_rank(level), level_logps.clone().slice(l..l + 1));
+        metrics.push(
+            names::logps_rank(level),
+            level_logps.clone().slice(l..l + 1),
+        );
     }
     let pair_weights = layout.pair_weights::<B>(&device, dtype);
     let gaps = pairwise_gaps(scores);

@@ -110,7 +110,12 @@ pub struct LossOutput<B: Backend> {
 impl<B: Backend> LossOutput<B> {
     /// The loss read back to the host (one device sync).
     pub fn loss_f64(&self) -> f64 {
-        self.loss.clone().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+        self.loss
+            .clone()
+            .into_data()
+            .iter::<f64>()
+            .next()
+            .unwrap_or(f64::NAN)
     }
 
     /// The metrics read back to the host in one transfer; see [`Metrics::to_f64`].

@@ -128,7 +128,10 @@ impl<B: Backend> PairwiseInputs<B> {
     /// Per-token averaged policy log-probs `(logp_w / |y_w|, logp_l / |y_l|)`.
     fn per_token_logps(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         (
-            per_token(self.policy_chosen_logps.clone(), self.chosen_lengths.clone()),
+            per_token(
+                self.policy_chosen_logps.clone(),
+                self.chosen_lengths.clone(),
+            ),
             per_token(
                 self.policy_rejected_logps.clone(),
                 self.rejected_lengths.clone(),

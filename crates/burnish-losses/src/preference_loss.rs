@@ -188,10 +188,10 @@ impl PreferenceLoss {
                 check_non_negative(loss, "gamma", gamma)
             }
             PreferenceLoss::Sft { .. } => Ok(()),
-            PreferenceLoss::Unlikelihood { alpha, .. } => {
-                check_non_negative(loss, "alpha", alpha)
+            PreferenceLoss::Unlikelihood { alpha, .. } => check_non_negative(loss, "alpha", alpha),
+            PreferenceLoss::Pro { sft_weight } => {
+                check_non_negative(loss, "sft_weight", sft_weight)
             }
-            PreferenceLoss::Pro { sft_weight } => check_non_negative(loss, "sft_weight", sft_weight),
         }
     }
 

@@ -163,7 +163,11 @@ impl RankLayout {
     /// Ordered-pair weights `[n, k, k]`: `1 / (n * pairs_p)` at `(p, i, j)` when
     /// `rank_i < rank_j` (i strictly better), else 0. Summing `weights * f(i, j)` gives the mean
     /// over each prompt's pairs, then over prompts, each prompt weighted equally whatever its K.
-    pub(crate) fn pair_weights<B: Backend>(&self, device: &Device<B>, dtype: DType) -> Tensor<B, 3> {
+    pub(crate) fn pair_weights<B: Backend>(
+        &self,
+        device: &Device<B>,
+        dtype: DType,
+    ) -> Tensor<B, 3> {
         let (n, k) = (self.n, self.k);
         let mut weights = vec![0.0f64; n * k * k];
         for (p, r) in self.ranks.iter().enumerate() {
@@ -185,7 +189,11 @@ impl RankLayout {
 
     /// Weights `[n, k]` averaging over each prompt's best group then over prompts:
     /// `1 / (n * best_p)` where `rank = min rank of prompt p`.
-    pub(crate) fn best_weights<B: Backend>(&self, device: &Device<B>, dtype: DType) -> Tensor<B, 2> {
+    pub(crate) fn best_weights<B: Backend>(
+        &self,
+        device: &Device<B>,
+        dtype: DType,
+    ) -> Tensor<B, 2> {
         let (n, k) = (self.n, self.k);
         let mut weights = vec![0.0f64; n * k];
         for (p, r) in self.ranks.iter().enumerate() {
@@ -222,7 +230,10 @@ impl RankLayout {
                 }
             }
         }
-        let tensor = Tensor::from_data(TensorData::new(weights, [levels.len(), n * k]), (device, dtype));
+        let tensor = Tensor::from_data(
+            TensorData::new(weights, [levels.len(), n * k]),
+            (device, dtype),
+        );
         (levels, tensor)
     }
 }

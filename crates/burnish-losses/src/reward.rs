@@ -95,7 +95,11 @@ pub fn bradley_terry<B: Backend>(
     center_rewards_coefficient: f64,
 ) -> Result<LossOutput<B>, LossError> {
     const LOSS: &str = "bradley_terry";
-    check_non_negative(LOSS, "center_rewards_coefficient", center_rewards_coefficient)?;
+    check_non_negative(
+        LOSS,
+        "center_rewards_coefficient",
+        center_rewards_coefficient,
+    )?;
     inputs.check(LOSS)?;
     let chosen = inputs.rewards_chosen.clone();
     let rejected = inputs.rewards_rejected.clone();
@@ -127,7 +131,11 @@ pub fn kwise_bradley_terry<B: Backend>(
     center_rewards_coefficient: f64,
 ) -> Result<LossOutput<B>, LossError> {
     const LOSS: &str = "kwise_bradley_terry";
-    check_non_negative(LOSS, "center_rewards_coefficient", center_rewards_coefficient)?;
+    check_non_negative(
+        LOSS,
+        "center_rewards_coefficient",
+        center_rewards_coefficient,
+    )?;
     let [n, k] = inputs.rewards.dims();
     let layout = RankLayout::new(LOSS, &inputs.ranks, n, k)?;
     let rewards = layout.zero_padding(inputs.rewards.clone());
@@ -137,7 +145,10 @@ pub fn kwise_bradley_terry<B: Backend>(
     if center_rewards_coefficient > 0.0 {
         let sums = rewards.clone().unsqueeze_dim::<3>(2).expand([n, k, k])
             + rewards.unsqueeze_dim::<3>(1).expand([n, k, k]);
-        loss = loss + (weights.clone() * sums.square()).sum().mul_scalar(center_rewards_coefficient);
+        loss = loss
+            + (weights.clone() * sums.square())
+                .sum()
+                .mul_scalar(center_rewards_coefficient);
     }
     let gaps = gaps.detach();
     let mut metrics = Metrics::new();

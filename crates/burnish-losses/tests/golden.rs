@@ -10,8 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use burnish_losses::{
-    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardListInputs, RewardLoss,
-    RewardPairInputs,
+    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardListInputs, RewardLoss, RewardPairInputs,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -42,11 +41,7 @@ fn config<T: serde::de::DeserializeOwned>(loss_type: &str, params: &Value) -> T 
 }
 
 /// Checks the metrics listed in the case; returns the max abs error.
-fn check_metrics(
-    label: &str,
-    case: &Value,
-    metrics: &burnish_losses::Metrics<B>,
-) -> f64 {
+fn check_metrics(label: &str, case: &Value, metrics: &burnish_losses::Metrics<B>) -> f64 {
     let mut max_abs = 0.0f64;
     if let Some(expected) = case.get("metrics").and_then(Value::as_object) {
         for (name, value) in expected {
@@ -182,7 +177,11 @@ fn listwise_case(index: usize, case: &Value) -> [(&'static str, Errors); 3] {
         "plackett_luce_loss",
         "grad_plackett_luce",
     );
-    let pro = listwise(PreferenceLoss::Pro { sft_weight: 0.0 }, "pro_loss", "grad_pro");
+    let pro = listwise(
+        PreferenceLoss::Pro { sft_weight: 0.0 },
+        "pro_loss",
+        "grad_pro",
+    );
 
     let label = format!("case {index} (kwise_bradley_terry)");
     let rewards = t2(&floats(&case["rewards"]), 1, k).require_grad();
@@ -327,7 +326,11 @@ fn listwise_batch_with_padding_matches_golden() {
         .filter(|c| c["loss_type"] == "listwise")
         .collect();
     let n = cases.len();
-    let width = cases.iter().map(|c| c["ranks"].as_array().unwrap().len()).max().unwrap();
+    let width = cases
+        .iter()
+        .map(|c| c["ranks"].as_array().unwrap().len())
+        .max()
+        .unwrap();
     let padded = |key: &str| -> Vec<f64> {
         cases
             .iter()
@@ -364,11 +367,25 @@ fn listwise_batch_with_padding_matches_golden() {
     // PRO needs no beta; Plackett-Luce DPO's beta differs per case, so it is checked per case
     // above and here only with PRO and K-wise BT, which have no per-case parameter.
     let policy = t2(&padded("policy_logps"), n, width).require_grad();
-    let inputs = ListwiseInputs::new(policy.clone(), t2(&padded("lengths"), n, width), ranks.clone());
-    let output = PreferenceLoss::Pro { sft_weight: 0.0 }.listwise(&inputs).unwrap();
-    assert_close("batched pro loss", &values_ad(&output.loss), &[mean("pro_loss")]);
+    let inputs = ListwiseInputs::new(
+        policy.clone(),
+        t2(&padded("lengths"), n, width),
+        ranks.clone(),
+    );
+    let output = PreferenceLoss::Pro { sft_weight: 0.0 }
+        .listwise(&inputs)
+        .unwrap();
+    assert_close(
+        "batched pro loss",
+        &values_ad(&output.loss),
+        &[mean("pro_loss")],
+    );
     let grads = gradients(&output.loss, &[&policy]);
-    assert_close("batched pro gradient", &grads[0], &expected_grads("grad_pro"));
+    assert_close(
+        "batched pro gradient",
+        &grads[0],
+        &expected_grads("grad_pro"),
+    );
     for (name, value) in output.metrics_f64() {
         assert!(value.is_finite(), "metric {name} = {value}");
     }
@@ -377,9 +394,17 @@ fn listwise_batch_with_padding_matches_golden() {
     let output = RewardLoss::default()
         .listwise(&RewardListInputs::new(rewards.clone(), ranks))
         .unwrap();
-    assert_close("batched kwise loss", &values_ad(&output.loss), &[mean("kwise_bt_loss")]);
+    assert_close(
+        "batched kwise loss",
+        &values_ad(&output.loss),
+        &[mean("kwise_bt_loss")],
+    );
     let grads = gradients(&output.loss, &[&rewards]);
-    assert_close("batched kwise gradient", &grads[0], &expected_grads("grad_kwise_bt"));
+    assert_close(
+        "batched kwise gradient",
+        &grads[0],
+        &expected_grads("grad_kwise_bt"),
+    );
 }
 
 /// Plackett-Luce DPO on a ranking of two is DPO: the pairwise entry point of a listwise loss

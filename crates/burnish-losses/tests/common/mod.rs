@@ -36,12 +36,18 @@ pub fn absolute_floor() -> f64 {
 
 /// A `[n]` tensor in the test dtype.
 pub fn t1(values: &[f64]) -> Tensor<B, 1> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), (&device(), dtype()))
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [values.len()]),
+        (&device(), dtype()),
+    )
 }
 
 /// A `[rows, cols]` tensor in the test dtype.
 pub fn t2(values: &[f64], rows: usize, cols: usize) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [rows, cols]), (&device(), dtype()))
+    Tensor::from_data(
+        TensorData::new(values.to_vec(), [rows, cols]),
+        (&device(), dtype()),
+    )
 }
 
 /// A tensor of the autodiff backend read back as f64.
@@ -49,7 +55,8 @@ pub fn values_ad<const D: usize>(tensor: &Tensor<B, D>) -> Vec<f64> {
     tensor.clone().into_data().iter::<f64>().collect()
 }
 
-/// The gradient of `loss` with respect to each of `inputs` (all must require grad), as f64.
+/// The gradient of `loss` with respect to each of `inputs` (all must require grad), as f64; an
+/// input the loss does not depend on has no gradient in burn, read here as zeros.
 pub fn gradients<const D: usize>(loss: &Tensor<B, 1>, inputs: &[&Tensor<B, D>]) -> Vec<Vec<f64>> {
     let grads = loss.backward();
     inputs
@@ -57,7 +64,7 @@ pub fn gradients<const D: usize>(loss: &Tensor<B, 1>, inputs: &[&Tensor<B, D>]) 
         .map(|t| {
             t.grad(&grads)
                 .map(|g| g.into_data().iter::<f64>().collect())
-                .unwrap_or_default()
+                .unwrap_or_else(|| vec![0.0; t.shape().num_elements()])
         })
         .collect()
 }
