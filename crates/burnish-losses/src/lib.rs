@@ -11,6 +11,8 @@
 //! All log-sigmoids and log-sum-exps are computed stably, so logits of 1e4 give finite losses and
 //! gradients.
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod listwise;
 pub mod numerics;

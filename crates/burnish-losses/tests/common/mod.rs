@@ -2,6 +2,8 @@
 //! tensors in the widest float type it supports, the golden file, and tolerance checks.
 #![allow(dead_code)]
 
+use std::cell::Cell;
+
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
 /// The autodiff backend the tests run on.
@@ -16,13 +18,26 @@ pub fn device() -> burn::tensor::Device<B> {
     Default::default()
 }
 
-/// f64 where the backend has it (flex does), else f32.
+thread_local! {
+    /// A per-test override of the float type (tests run on their own threads).
+    static FORCED_DTYPE: Cell<Option<DType>> = const { Cell::new(None) };
+}
+
+/// Makes this test thread build its tensors in `dtype` (e.g. f32, what training uses).
+pub fn force_dtype(dtype: DType) {
+    FORCED_DTYPE.with(|forced| forced.set(Some(dtype)));
+}
+
+/// The float type of the test tensors: f64 where the backend has it (flex does), else f32,
+/// unless [`force_dtype`] chose one.
 pub fn dtype() -> DType {
-    if B::supports_dtype(&device(), DType::F64) {
-        DType::F64
-    } else {
-        DType::F32
-    }
+    FORCED_DTYPE.with(Cell::get).unwrap_or_else(|| {
+        if B::supports_dtype(&device(), DType::F64) {
+            DType::F64
+        } else {
+            DType::F32
+        }
+    })
 }
 
 /// Relative tolerance of the golden comparisons.
