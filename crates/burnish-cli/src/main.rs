@@ -3,6 +3,9 @@
 //! Each subcommand lives in its own module with a clap `Args` struct and a `run` function; this
 //! file only parses the command line and reports errors as one line with a non-zero exit.
 
+mod convert;
+mod inspect;
+
 use clap::{Parser, Subcommand};
 
 /// Align causal language models with human preferences (DPO first), on burn.
@@ -15,11 +18,20 @@ struct Cli {
 
 /// The subcommands.
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Convert preference data (TRL, HH-RLHF, LLaMA-Factory, OpenAI, UltraFeedback, rankings,
+    /// scores) into Parquet; rejected records go to a rejects file.
+    Convert(convert::ConvertArgs),
+    /// Print a data set's schema, row count, length percentiles and sample rows.
+    Inspect(inspect::InspectArgs),
+}
 
 fn main() {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Convert(args) => convert::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);

@@ -1,0 +1,34 @@
+//! `burnish inspect`: what a preference data set holds.
+//!
+//! Prints the schema, the row count, length percentiles (p50/p90/p99/max) of the prompt and
+//! completions, in tokens with `--tokenizer` and in characters without, and sample rows.
+
+use std::path::PathBuf;
+
+use burnish::data::inspect::inspect;
+use burnish::data::{Encoder, EncoderConfig};
+
+/// Arguments of `burnish inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Parquet files or folders, read as one data set.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// A tokenizer.json (tokenizer_config.json beside it gives the chat template): lengths in tokens.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Number of sample rows printed.
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
+}
+
+/// Runs `burnish inspect`.
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let encoder = match &args.tokenizer {
+        Some(t) => Some(Encoder::from_files(t, EncoderConfig::default())?),
+        None => None,
+    };
+    let report = inspect(&args.files, encoder.as_ref(), args.samples)?;
+    print!("{report}");
+    Ok(())
+}
