@@ -87,9 +87,9 @@ pub(crate) fn plackett_luce_nll<B: Backend>(
     layout: &RankLayout,
 ) -> Tensor<B, 1> {
     let [n, k] = scores.dims();
-    let (group, active) = layout.plackett_luce_masks::<B>(&scores.device(), scores.dtype());
+    let (excluded, active) = layout.plackett_luce_masks::<B>(&scores.device(), scores.dtype());
     let candidates = scores.clone().unsqueeze_dim::<3>(1).expand([n, k, k]);
-    let log_normaliser = masked_logsumexp(candidates, group);
+    let log_normaliser = masked_logsumexp(candidates, excluded);
     ((log_normaliser - scores) * active).sum()
 }
 

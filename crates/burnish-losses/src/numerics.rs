@@ -1,7 +1,7 @@
 //! Numerically stable building blocks: every loss goes through these, never through
 //! `log(sigmoid(x))` or an unshifted `log(sum(exp(x)))`, so |x| = 1e4 stays finite.
 
-use burn::tensor::{Tensor, activation, backend::Backend};
+use burn::tensor::{Bool, Tensor, activation, backend::Backend};
 
 /// `log sigma(x)`, computed as `-softplus(-x)` by the backend's stable kernel (finite for any
 /// finite x, with a finite gradient).
@@ -14,14 +14,13 @@ pub fn neg_log_sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B,
     activation::log_sigmoid(x).neg()
 }
 
-/// Log-sum-exp over the last axis restricted to the entries where `mask` is 1 (mask entries are
-/// 0 or 1): `log sum_j mask_j exp(x_j)`, shifted by the row maximum.
-/// `[n, k, k]` scores and mask -> `[n, k]`. A row whose mask is all 0 gives a finite but
-/// meaningless value: callers weight such rows by 0.
-pub fn masked_logsumexp<B: Backend>(x: Tensor<B, 3>, mask: Tensor<B, 3>) -> Tensor<B, 2> {
-    // Masked-out entries are pushed to -1e30 (finite, so no inf - inf = NaN anywhere); their
-    // exp underflows to exactly 0 once the row maximum (an unmasked entry) is subtracted.
-    let masked = x + (mask - 1.0) * 1e30;
+/// Log-sum-exp over the last axis, leaving out the entries where `excluded` is true:
+/// `log sum_{j not excluded} exp(x_j)`, shifted by the row maximum.
+/// `[n, k, k]` scores and mask -> `[n, k]`. Every row must keep at least one entry.
+pub fn masked_logsumexp<B: Backend>(x: Tensor<B, 3>, excluded: Tensor<B, 3, Bool>) -> Tensor<B, 2> {
+    // Excluded entries become -inf, whose exp (after subtracting the finite row maximum of the
+    // kept entries) is exactly 0 in any float type, with a zero gradient.
+    let masked = x.mask_fill(excluded, f64::NEG_INFINITY);
     let row_max = masked.clone().detach().max_dim(2);
     let sum = (masked - row_max.clone()).exp().sum_dim(2);
     (sum.log() + row_max).squeeze_dim(2)

@@ -128,18 +128,19 @@ impl RankLayout {
         x.mask_fill(mask, 0.0)
     }
 
-    /// Plackett-Luce terms: `(group [n, k, k], active [n, k])`. `group[p, i, j] = 1` when slot j
-    /// is a real response ranked no better than i (`rank_j >= rank_i`, ties included);
-    /// `active[p, i] = 1 / n` when i is a real response outside the worst group (the worst group
-    /// contributes nothing), else 0, so `sum(active * term)` is the mean over prompts of the sum
-    /// over positions.
+    /// Plackett-Luce terms: `(excluded [n, k, k], active [n, k])`. Row `(p, i)` of the
+    /// normaliser keeps slot j (`excluded = false`) when j is a real response ranked no better
+    /// than i (`rank_j >= rank_i`, ties included); a padding row keeps only itself, so no row is
+    /// empty. `active[p, i] = 1 / n` when i is a real response outside the worst group (the worst
+    /// group contributes nothing), else 0, so `sum(active * term)` is the mean over prompts of the
+    /// sum over positions.
     pub(crate) fn plackett_luce_masks<B: Backend>(
         &self,
         device: &Device<B>,
         dtype: DType,
-    ) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    ) -> (Tensor<B, 3, Bool>, Tensor<B, 2>) {
         let (n, k) = (self.n, self.k);
-        let mut group = vec![0.0f64; n * k * k];
+        let mut excluded = vec![true; n * k * k];
         let mut active = vec![0.0f64; n * k];
         for (p, r) in self.ranks.iter().enumerate() {
             let worst = r.iter().copied().max().unwrap_or(0);
@@ -149,13 +150,16 @@ impl RankLayout {
                 }
                 for (j, &rj) in r.iter().enumerate() {
                     if rj >= ri {
-                        group[(p * k + i) * k + j] = 1.0;
+                        excluded[(p * k + i) * k + j] = false;
                     }
                 }
             }
+            for i in r.len()..k {
+                excluded[(p * k + i) * k + i] = false;
+            }
         }
         (
-            Tensor::from_data(TensorData::new(group, [n, k, k]), (device, dtype)),
+            Tensor::from_data(TensorData::new(excluded, [n, k, k]), device),
             Tensor::from_data(TensorData::new(active, [n, k]), (device, dtype)),
         )
     }
