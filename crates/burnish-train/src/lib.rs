@@ -10,3 +10,4 @@ pub mod config;
 pub mod data_order;
 pub mod metrics_log;
 pub mod schedule;
+pub mod sentiment;
