@@ -1,1 +1,28 @@
-//! burnish-model.
+//! burnish-model: the backend-generic causal language model burnish trains and scores with.
+//!
+//! [`CausalLm`] covers the GPT-2, Llama and Qwen2 families, loads Hugging Face model folders
+//! ([`CausalLm::from_pretrained`]) with the logits transformers gives, scores completions
+//! ([`CausalLm::completion_logps`]), carries optional reward and value heads, generates with a
+//! KV cache ([`CausalLm::generate`]), and saves in burn's record format or back to Hugging Face
+//! safetensors. Everything is generic over `B: Backend`, so the same code runs on flex (CPU),
+//! wgpu and CUDA.
+
+pub mod config;
+pub mod error;
+pub mod generate;
+mod gpt2;
+pub mod hf;
+pub mod layers;
+mod llama;
+pub mod model;
+pub mod record;
+pub mod safetensors_io;
+pub mod tokenizer;
+
+pub use config::{Activation, Family, ModelConfig};
+pub use error::{ModelError, Result};
+pub use generate::SamplingConfig;
+pub use hf::copy_tokenizer_files;
+pub use layers::KvCache;
+pub use model::{CausalLm, CompletionLogps, split_pair};
+pub use tokenizer::{PromptCompletion, TextTokenizer};

@@ -1,0 +1,276 @@
+//! The building blocks every family shares: normalisation, MLP, rotary positions and
+//! self-attention with grouped-query heads and a KV cache.
+//!
+//! The families differ only in which variant of each block they use (see `gpt2.rs` and
+//! `llama.rs` for the checkpoint names that fill them).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::config::Activation;
+
+/// Added to masked attention scores. Finite, not -inf, so a row whose keys are all masked (a
+/// padding query) softmaxes to a uniform row instead of NaN, and NaN never reaches real rows
+/// through `0 * NaN` in the value product.
+const MASKED_SCORE: f32 = -1e9;
+
+/// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    /// Scale, `[d_model]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift, `[d_model]`; present for LayerNorm only.
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Numerical-stability epsilon.
+    pub eps: f64,
+    /// RMSNorm when true (no centring, no bias).
+    pub rms: bool,
+}
+
+impl<B: Backend> Norm<B> {
+    /// `[..., d_model] -> [..., d_model]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let weight = self.weight.val().unsqueeze::<D>();
+        if self.rms {
+            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
+            return x / rms * weight;
+        }
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let normed = (x - mean) / (var + self.eps).sqrt();
+        let out = normed * weight;
+        match &self.bias {
+            Some(bias) => out + bias.val().unsqueeze::<D>(),
+            None => out,
+        }
+    }
+}
+
+/// The feed-forward block: `down(act(up(x)))`, or gated `down(act(gate(x)) * up(x))` (SwiGLU).
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Gate projection, present for the gated (SwiGLU) form.
+    pub gate: Option<Linear<B>>,
+    /// Up projection `[d_model -> d_ff]`.
+    pub up: Linear<B>,
+    /// Down projection `[d_ff -> d_model]`.
+    pub down: Linear<B>,
+    /// The activation function.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[batch, seq, d_model] -> [batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let act = |t: Tensor<B, 3>| match self.activation {
+            Activation::GeluTanh => gelu_approximate(t),
+            Activation::Gelu => gelu(t),
+            Activation::Relu => relu(t),
+            Activation::Silu => silu(t),
+        };
+        let hidden = match &self.gate {
+            Some(gate) => act(gate.forward(x.clone())) * self.up.forward(x),
+            None => act(self.up.forward(x)),
+        };
+        self.down.forward(hidden)
+    }
+}
+
+/// Rotary position embedding in the rotate-half layout transformers uses for Llama and Qwen2.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    /// `cos(position * inv_freq)` duplicated over both halves, `[batch, 1, seq, head_dim]`.
+    cos: Tensor<B, 4>,
+    /// The matching sines.
+    sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Angles for integer positions `[batch, seq]`, base `theta`, head width `head_dim`.
+    pub fn new(positions: Tensor<B, 2, Int>, theta: f64, head_dim: usize) -> Self {
+        let device = positions.device();
+        let half = head_dim / 2;
+        // inv_freq is rounded to f32 before the product, as transformers does.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device)
+            .reshape([1, 1, half]);
+        let freqs = positions.float().unsqueeze_dim::<3>(2) * inv_freq;
+        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
+        Self {
+            cos: emb.clone().cos(),
+            sin: emb.sin(),
+        }
+    }
+
+    /// Rotates queries or keys: `[batch, heads, seq, head_dim]` in and out.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, _, d] = x.dims();
+        let half = d / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// Cached keys and values of one layer, `[batch, kv_heads, seq, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    keys: Tensor<B, 4>,
+    values: Tensor<B, 4>,
+}
+
+/// Multi-head self-attention with grouped-query heads, optional RoPE and an optional KV cache.
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    /// Query projection `[d_model -> heads * head_dim]`.
+    pub q: Linear<B>,
+    /// Key projection `[d_model -> kv_heads * head_dim]`.
+    pub k: Linear<B>,
+    /// Value projection `[d_model -> kv_heads * head_dim]`.
+    pub v: Linear<B>,
+    /// Output projection `[heads * head_dim -> d_model]`.
+    pub o: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads; each serves `num_heads / num_kv_heads` query heads.
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> SelfAttention<B> {
+    /// `[batch, seq, d_model] -> [batch, seq, d_model]`.
+    ///
+    /// `allowed` is `[batch, 1, seq, keys]`: which keys each query may attend to (causal and
+    /// not padding). With a cache, the new keys/values are appended to it and `keys` counts the
+    /// cached ones too.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: Option<&Rope<B>>,
+        allowed: Tensor<B, 4, Bool>,
+        cache: &mut Option<LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, _] = x.dims();
+        let split = |t: Tensor<B, 3>, heads: usize| {
+            t.reshape([batch, seq, heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let mut q = split(self.q.forward(x.clone()), self.num_heads);
+        let mut k = split(self.k.forward(x.clone()), self.num_kv_heads);
+        let mut v = split(self.v.forward(x), self.num_kv_heads);
+        if let Some(rope) = rope {
+            q = rope.apply(q);
+            k = rope.apply(k);
+        }
+        if let Some(past) = cache.take() {
+            k = Tensor::cat(vec![past.keys, k], 2);
+            v = Tensor::cat(vec![past.values, v], 2);
+        }
+        *cache = Some(LayerCache {
+            keys: k.clone(),
+            values: v.clone(),
+        });
+        let keys = k.dims()[2];
+        let (k, v) = (self.repeat_kv(k, keys), self.repeat_kv(v, keys));
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let masked = allowed
+            .bool_not()
+            .expand([batch, self.num_heads, seq, keys]);
+        let weights = softmax(scores.mask_fill(masked, MASKED_SCORE), 3);
+        let out =
+            weights
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([batch, seq, self.num_heads * self.head_dim]);
+        self.o.forward(out)
+    }
+
+    /// Repeats each key/value head for the query heads it serves, as transformers' `repeat_kv`.
+    fn repeat_kv(&self, t: Tensor<B, 4>, keys: usize) -> Tensor<B, 4> {
+        let groups = self.num_heads / self.num_kv_heads;
+        if groups == 1 {
+            return t;
+        }
+        let [batch, _, _, _] = t.dims();
+        t.unsqueeze_dim::<5>(2).repeat_dim(2, groups).reshape([
+            batch,
+            self.num_heads,
+            keys,
+            self.head_dim,
+        ])
+    }
+}
+
+/// The per-layer caches of a generation in progress, plus the key padding mask so far.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub(crate) layers: Vec<Option<LayerCache<B>>>,
+    /// `[batch, keys]`, 1 for real tokens: positions and padding of everything cached.
+    pub(crate) key_mask: Option<Tensor<B, 2, Int>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for a model of `num_layers` blocks.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+            key_mask: None,
+        }
+    }
+
+    /// How many positions are cached.
+    pub fn len(&self) -> usize {
+        self.key_mask.as_ref().map_or(0, |m| m.dims()[1])
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which keys each new query may see, `[batch, 1, seq, past + seq]`: keys that are real tokens
+/// (`key_mask` is 1) and not in the future of the query.
+pub fn attention_allowed<B: Backend>(
+    key_mask: &Tensor<B, 2, Int>,
+    seq: usize,
+) -> Tensor<B, 4, Bool> {
+    let [batch, keys] = key_mask.dims();
+    let past = keys - seq;
+    let causal: Vec<bool> = (0..seq)
+        .flat_map(|i| (0..keys).map(move |j| j <= past + i))
+        .collect();
+    let device = key_mask.device();
+    let causal = Tensor::<B, 2, Bool>::from_data(TensorData::new(causal, [seq, keys]), &device)
+        .reshape([1, 1, seq, keys])
+        .expand([batch, 1, seq, keys]);
+    let real = key_mask
+        .clone()
+        .equal_elem(1)
+        .reshape([batch, 1, 1, keys])
+        .expand([batch, 1, seq, keys]);
+    causal.bool_and(real)
+}
+
+/// Positions of the last `seq` tokens from the full mask: `cumsum(mask) - 1`, clamped at 0, so a
+/// left-padded row numbers its first real token 0 exactly as it would unpadded.
+pub fn positions_from_mask<B: Backend>(
+    key_mask: &Tensor<B, 2, Int>,
+    seq: usize,
+) -> Tensor<B, 2, Int> {
+    let [_, keys] = key_mask.dims();
+    key_mask
+        .clone()
+        .cumsum(1)
+        .sub_scalar(1)
+        .clamp_min(0)
+        .narrow(1, keys - seq, seq)
+}

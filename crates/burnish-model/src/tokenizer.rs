@@ -1,0 +1,111 @@
+//! The Hugging Face tokenizer (`tokenizer.json`) and the rule that splits prompt from completion.
+//!
+//! Scoring tokenizes the prompt alone and the prompt + completion together, and scores the
+//! tokens after the prompt's. When a BPE merge crosses the boundary (the prompt's tokens are not
+//! a prefix of the joint tokens, e.g. prompt `"The movie was grea"` + completion `"t"`), there is
+//! no honest split: burnish refuses with [`ModelError::PromptBoundary`] instead of scoring a
+//! token that is half prompt.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+
+/// A loaded `tokenizer.json`.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+/// Prompt + completion token ids, and where the completion starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptCompletion {
+    /// All ids, prompt first.
+    pub ids: Vec<u32>,
+    /// Number of prompt ids; the completion is `ids[prompt_len..]`.
+    pub prompt_len: usize,
+}
+
+impl TextTokenizer {
+    /// Loads a `tokenizer.json` file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(ModelError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: format!("does not parse as a Hugging Face tokenizer: {e}"),
+        })?;
+        Ok(Self { inner, path })
+    }
+
+    /// Loads `tokenizer.json` from a model folder.
+    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file(dir.as_ref().join("tokenizer.json"))
+    }
+
+    /// The wrapped `tokenizers` tokenizer.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Token ids of a text, with the tokenizer's special tokens (e.g. a BOS) added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("cannot encode {text:?}: {e}"),
+            })
+    }
+
+    /// Text of token ids, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| ModelError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("cannot decode: {e}"),
+            })
+    }
+
+    /// The id of a token string, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Tokenizes prompt and prompt + completion and splits at the prompt's length (see the
+    /// module docs for what happens when a merge crosses the boundary).
+    pub fn prompt_completion(&self, prompt: &str, completion: &str) -> Result<PromptCompletion> {
+        let prompt_ids = self.encode(prompt)?;
+        let ids = self.encode(&format!("{prompt}{completion}"))?;
+        if !ids.starts_with(&prompt_ids) {
+            let tail: String = prompt
+                .chars()
+                .rev()
+                .take(12)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(ModelError::PromptBoundary {
+                prompt_end: tail,
+                completion_start: completion.chars().take(12).collect(),
+                prompt_tokens: prompt_ids.len(),
+            });
+        }
+        if ids.len() == prompt_ids.len() {
+            return Err(ModelError::EmptyCompletion {
+                completion: completion.to_string(),
+            });
+        }
+        Ok(PromptCompletion {
+            ids,
+            prompt_len: prompt_ids.len(),
+        })
+    }
+}

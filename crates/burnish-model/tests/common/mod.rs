@@ -1,0 +1,90 @@
+//! Shared test support: the backend under test and the fixtures.
+//!
+//! The same tests run on flex (default) and on wgpu (`--features wgpu`, Mesa's software Vulkan
+//! in CI), so they are written once against the `TestBackend` alias.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use safetensors::SafeTensors;
+
+#[cfg(not(feature = "wgpu"))]
+pub type TestBackend = burn::backend::Flex;
+#[cfg(feature = "wgpu")]
+pub type TestBackend = burn::backend::Wgpu;
+
+pub type Device = <TestBackend as burn::tensor::backend::BackendTypes>::Device;
+
+pub fn device() -> Device {
+    #[cfg(feature = "wgpu")]
+    {
+        burn::backend::wgpu::WgpuDevice::Cpu
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        Default::default()
+    }
+}
+
+pub const FAMILIES: [&str; 4] = ["gpt2", "llama", "llama-sharded", "qwen2"];
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+/// What transformers computed for a fixture's [3, 16] batch.
+pub struct Expected {
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub logits: Vec<f32>,
+    pub batch: usize,
+    pub seq: usize,
+    pub vocab: usize,
+}
+
+pub fn expected(name: &str) -> Expected {
+    let bytes = std::fs::read(fixture(name).join("expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |n: &str| -> Vec<i64> {
+        st.tensor(n)
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let logits = st.tensor("logits").unwrap();
+    let shape = logits.shape().to_vec();
+    Expected {
+        input_ids: ints("input_ids"),
+        attention_mask: ints("attention_mask"),
+        logits: logits
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        batch: shape[0],
+        seq: shape[1],
+        vocab: shape[2],
+    }
+}
+
+pub fn ints(values: Vec<i64>, shape: [usize; 2]) -> Tensor<TestBackend, 2, Int> {
+    Tensor::from_data(TensorData::new(values, shape), &device())
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
