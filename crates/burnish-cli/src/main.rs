@@ -4,7 +4,9 @@
 //! file only parses the command line and reports errors as one line with a non-zero exit.
 
 mod convert;
+mod generate;
 mod inspect;
+mod logprobs;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +21,10 @@ struct Cli {
 /// The subcommands.
 #[derive(Subcommand)]
 enum Command {
+    /// Score completions: summed log-probs of the completion tokens given the prompt.
+    Logprobs(logprobs::LogprobsArgs),
+    /// Sample a continuation of a prompt (KV cache; greedy, temperature, top-k, top-p).
+    Generate(generate::GenerateArgs),
     /// Convert preference data (TRL, HH-RLHF, LLaMA-Factory, OpenAI, UltraFeedback, rankings,
     /// scores) into Parquet; rejected records go to a rejects file.
     Convert(convert::ConvertArgs),
@@ -29,6 +35,8 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Logprobs(args) => logprobs::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
     };

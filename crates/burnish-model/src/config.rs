@@ -169,13 +169,13 @@ impl ModelConfig {
     /// Reads `config.json` from a file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        let value: Value = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        let value: Value = serde_json::from_str(&text).map_err(|cause| ModelError::Json {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::from_json(value, path)
     }
@@ -360,7 +360,7 @@ impl ModelConfig {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path: PathBuf = path.as_ref().to_path_buf();
         let text = serde_json::to_string_pretty(&self.to_json()).expect("a JSON value serialises");
-        std::fs::write(&path, text).map_err(|source| ModelError::Io { path, source })
+        std::fs::write(&path, text).map_err(|cause| ModelError::Io { path, cause })
     }
 }
 

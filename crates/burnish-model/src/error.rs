@@ -6,20 +6,20 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A JSON file did not parse.
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: invalid JSON: {cause}")]
     Json {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The config's `model_type` is not one burnish implements.
     #[error("{path}: unsupported model_type {found:?} (burnish supports gpt2, llama, qwen2)")]

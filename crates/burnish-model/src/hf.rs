@@ -305,9 +305,9 @@ impl<B: Backend> CausalLm<B> {
     /// `config.json`. Copy the tokenizer files beside it with [`copy_tokenizer_files`].
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        std::fs::create_dir_all(dir).map_err(|cause| ModelError::Io {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut model = self.clone();
         let tensors: Vec<(String, HostTensor)> = table(&self.config, "transformer.")
@@ -335,9 +335,9 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
         if !required && !source.exists() {
             continue;
         }
-        std::fs::copy(&source, to.join(name)).map_err(|source_err| ModelError::Io {
+        std::fs::copy(&source, to.join(name)).map_err(|cause| ModelError::Io {
             path: source,
-            source: source_err,
+            cause,
         })?;
     }
     Ok(())

@@ -21,9 +21,9 @@ impl<B: Backend> CausalLm<B> {
     /// Writes `config.json` and `model.mpk` into `dir` (created if needed).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        std::fs::create_dir_all(dir).map_err(|cause| ModelError::Io {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         self.config.write(dir.join("config.json"))?;
         let path = dir.join("model");

@@ -36,9 +36,9 @@ impl Checkpoint {
         } else if index_path.exists() {
             let text = read_to_string(&index_path)?;
             let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                serde_json::from_str(&text).map_err(|cause| ModelError::Json {
                     path: index_path.clone(),
-                    source,
+                    cause,
                 })?;
             let map = json
                 .get("weight_map")
@@ -57,7 +57,7 @@ impl Checkpoint {
         } else {
             return Err(ModelError::Io {
                 path: single,
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "no model.safetensors nor model.safetensors.index.json in the model folder",
                 ),
@@ -66,9 +66,9 @@ impl Checkpoint {
         let mut files = Vec::with_capacity(names.len());
         let mut index = HashMap::new();
         for path in names {
-            let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
+            let bytes = std::fs::read(&path).map_err(|cause| ModelError::Io {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             let parsed = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
                 path: path.clone(),
@@ -178,8 +178,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Resul
 }
 
 fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+    std::fs::read_to_string(path).map_err(|cause| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }

@@ -32,7 +32,7 @@ impl TextTokenizer {
         if !path.exists() {
             return Err(ModelError::Io {
                 path,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                cause: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
