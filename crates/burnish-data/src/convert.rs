@@ -25,8 +25,6 @@ use crate::row::{ListwiseRow, PreferencePair};
 use crate::source::{Location, for_each_record};
 use crate::writer::{ListwiseSchema, ListwiseWriter, PairSchema, PairWriter};
 
-pub use crate::formats::InputFormat as Format;
-
 /// How listwise inputs (UltraFeedback, rankings, scores) become output rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pairing {

@@ -15,6 +15,8 @@
 //!
 //! The crate does not depend on burn or on the model crate.
 
+#![warn(missing_docs)]
+
 pub mod chat_template;
 pub mod collate;
 mod columns;
