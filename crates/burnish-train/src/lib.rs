@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod data_order;
 pub mod metrics_log;
+pub mod progress;
 pub mod schedule;
 pub mod sentiment;
