@@ -13,8 +13,8 @@ use std::time::Instant;
 use burnish_data::convert::{ConvertOptions, convert};
 use burnish_data::formats::InputFormat;
 use burnish_data::{
-    ChatTemplate, Collator, Encoder, EncoderConfig, PairSchema, PairWriter, PreferencePair, ReaderBuilder,
-    load_tokenizer,
+    ChatTemplate, Collator, Encoder, EncoderConfig, PairSchema, PairWriter, PreferencePair,
+    ReaderBuilder, load_tokenizer,
 };
 
 fn peak_rss_mb() -> f64 {
@@ -34,10 +34,15 @@ struct Words {
 
 impl Words {
     fn new(seed: u64) -> Self {
-        let mut w = Words { state: seed | 1, vocab: Vec::new() };
+        let mut w = Words {
+            state: seed | 1,
+            vocab: Vec::new(),
+        };
         for _ in 0..5000 {
             let len = 2 + (w.next() % 9) as usize;
-            let word: String = (0..len).map(|_| (b'a' + (w.next() % 26) as u8) as char).collect();
+            let word: String = (0..len)
+                .map(|_| (b'a' + (w.next() % 26) as u8) as char)
+                .collect();
             w.vocab.push(word);
         }
         w
@@ -53,7 +58,11 @@ impl Words {
         while s.len() < bytes {
             let i = (self.next() % self.vocab.len() as u64) as usize;
             s.push_str(&self.vocab[i]);
-            s.push(if self.next() % 12 == 0 { '.' } else { ' ' });
+            s.push(if self.next().is_multiple_of(12) {
+                '.'
+            } else {
+                ' '
+            });
         }
         s
     }
@@ -62,7 +71,14 @@ impl Words {
 fn generate(path: &Path, target_bytes: u64) {
     let t = Instant::now();
     let mut words = Words::new(42);
-    let mut w = PairWriter::create(path, PairSchema { id: true, ..Default::default() }).unwrap();
+    let mut w = PairWriter::create(
+        path,
+        PairSchema {
+            id: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut rows = 0u64;
     while (w.bytes_written() as u64) < target_bytes {
         let mut p = PreferencePair::new(words.text(600), words.text(1500), words.text(1500));
@@ -108,19 +124,35 @@ fn read(path: &Path) {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn tokenize_collate(path: &Path) {
     let tok = load_tokenizer(fixture("gpt2_tokenizer.json.gz")).unwrap();
-    let cfg = EncoderConfig { max_prompt_length: Some(256), max_length: Some(1024), ..Default::default() };
+    let cfg = EncoderConfig {
+        max_prompt_length: Some(256),
+        max_length: Some(1024),
+        ..Default::default()
+    };
     let enc = Encoder::new(tok.clone(), None, cfg.clone()).with_eos_token_id(Some(50256));
     let collator = Collator::new(50256).pad_to_multiple_of(Some(8));
-    let rows: Vec<PreferencePair> = ReaderBuilder::new().path(path).pairs().unwrap().take(8192).map(Result::unwrap).collect();
+    let rows: Vec<PreferencePair> = ReaderBuilder::new()
+        .path(path)
+        .pairs()
+        .unwrap()
+        .take(8192)
+        .map(Result::unwrap)
+        .collect();
     let t = Instant::now();
     let mut tokens = 0usize;
     for chunk in rows.chunks(64) {
-        let tp: Vec<_> = enc.encode_pairs(chunk).into_iter().map(Result::unwrap).collect();
+        let tp: Vec<_> = enc
+            .encode_pairs(chunk)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let b = collator.collate_pairs(&tp);
         tokens += b.attention_mask.iter().filter(|&&m| m).count();
     }
@@ -135,17 +167,32 @@ fn tokenize_collate(path: &Path) {
     );
 
     // Conversational rows through the Qwen3 chat template (GPT-2 BPE stands in for Qwen3's).
-    let template = ChatTemplate::from_tokenizer_config(fixture("qwen3_tokenizer_config.json")).unwrap();
+    let template =
+        ChatTemplate::from_tokenizer_config(fixture("qwen3_tokenizer_config.json")).unwrap();
     let enc = Encoder::new(tok, Some(template), cfg).with_eos_token_id(Some(50256));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lf.parquet");
-    convert(&[fixture("llamafactory_dpo_en_demo.json")], &out, &ConvertOptions::new(InputFormat::ShareGpt, &out)).unwrap();
-    let base: Vec<PreferencePair> = ReaderBuilder::new().path(&out).pairs().unwrap().map(Result::unwrap).collect();
+    convert(
+        &[fixture("llamafactory_dpo_en_demo.json")],
+        &out,
+        &ConvertOptions::new(InputFormat::ShareGpt, &out),
+    )
+    .unwrap();
+    let base: Vec<PreferencePair> = ReaderBuilder::new()
+        .path(&out)
+        .pairs()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let rows: Vec<PreferencePair> = base.iter().cycle().take(3000).cloned().collect();
     let t = Instant::now();
     let mut ok = 0;
     for chunk in rows.chunks(64) {
-        let tp: Vec<_> = enc.encode_pairs(chunk).into_iter().filter_map(Result::ok).collect();
+        let tp: Vec<_> = enc
+            .encode_pairs(chunk)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect();
         ok += tp.len();
         let _ = collator.collate_pairs(&tp);
     }
@@ -160,8 +207,10 @@ fn tokenize_collate(path: &Path) {
 
 fn convert_bench(dir: &Path) {
     // 100 copies of the 300-row LLaMA-Factory sample as JSON Lines.
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixture("llamafactory_dpo_en_demo.json")).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixture("llamafactory_dpo_en_demo.json")).unwrap(),
+    )
+    .unwrap();
     let input = dir.join("lf.jsonl");
     let mut text = String::new();
     for _ in 0..100 {
@@ -173,7 +222,12 @@ fn convert_bench(dir: &Path) {
     std::fs::write(&input, &text).unwrap();
     let out = dir.join("lf.parquet");
     let t = Instant::now();
-    let report = convert(&[input], &out, &ConvertOptions::new(InputFormat::ShareGpt, &out)).unwrap();
+    let report = convert(
+        &[input],
+        &out,
+        &ConvertOptions::new(InputFormat::ShareGpt, &out),
+    )
+    .unwrap();
     let secs = t.elapsed().as_secs_f64();
     println!(
         "convert sharegpt JSONL -> Parquet: {} rows ({:.0} MB) in {secs:.2} s: {:.0} rows/s, {:.0} MB/s, rejected {}",
@@ -199,7 +253,13 @@ fn main() {
     if let Ok(mode) = std::env::var("BURNISH_BENCH_MODE") {
         let path = PathBuf::from(std::env::var("BURNISH_BENCH_PATH").unwrap());
         match mode.as_str() {
-            "gen" => generate(&path, std::env::var("BURNISH_BENCH_BYTES").unwrap().parse().unwrap()),
+            "gen" => generate(
+                &path,
+                std::env::var("BURNISH_BENCH_BYTES")
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            ),
             "read" => read(&path),
             "tokenize" => tokenize_collate(&path),
             "convert" => convert_bench(&path),
@@ -207,16 +267,26 @@ fn main() {
         }
         return;
     }
-    if std::env::args().any(|a| a == "--test" || a == "--list") {
-        return; // `cargo test --benches` should not write a gigabyte.
+    if !std::env::args().any(|a| a == "--bench") {
+        // Only `cargo bench` passes --bench: `cargo test --all-targets` must not write a gigabyte.
+        return;
     }
-    let gb: f64 = std::env::var("BURNISH_BENCH_GB").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
-    let base = std::env::var("BURNISH_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let gb: f64 = std::env::var("BURNISH_BENCH_GB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let base = std::env::var("BURNISH_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
     let dir = tempfile::tempdir_in(base).unwrap();
     let small = dir.path().join("pairs-128mb.parquet");
     let big = dir.path().join("pairs-1gb.parquet");
     child("gen", &small, &(128u64 << 20).to_string());
-    child("gen", &big, &((gb * (1u64 << 30) as f64) as u64).to_string());
+    child(
+        "gen",
+        &big,
+        &((gb * (1u64 << 30) as f64) as u64).to_string(),
+    );
     child("read", &small, "");
     child("read", &big, "");
     child("tokenize", &small, "");

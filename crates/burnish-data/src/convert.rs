@@ -250,10 +250,10 @@ pub fn convert(
          -> Result<()> {
             if let Some(enc) = options.encoder {
                 chunk.par_iter_mut().for_each(|(_, r)| {
-                    if let Ok(out) = r {
-                        if let Err(e) = check_with_encoder(out, enc) {
-                            *r = Err(e);
-                        }
+                    if let Ok(out) = r
+                        && let Err(e) = check_with_encoder(out, enc)
+                    {
+                        *r = Err(e);
                     }
                 });
             }

@@ -275,20 +275,19 @@ impl Encoder {
 
     fn prompt_ids(&self, text: &str) -> std::result::Result<Vec<u32>, EncodeError> {
         let mut ids = self.tokenize(text)?;
-        if self.config.add_bos {
-            if let Some(bos) = self.bos_id {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
+        if self.config.add_bos
+            && let Some(bos) = self.bos_id
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
         }
-        if let Some(max) = self.config.max_prompt_length {
-            if ids.len() > max {
-                match self.config.prompt_truncation {
-                    TruncationSide::KeepStart => ids.truncate(max),
-                    TruncationSide::KeepEnd => {
-                        ids.drain(..ids.len() - max);
-                    }
+        if let Some(max) = self.config.max_prompt_length
+            && ids.len() > max
+        {
+            match self.config.prompt_truncation {
+                TruncationSide::KeepStart => ids.truncate(max),
+                TruncationSide::KeepEnd => {
+                    ids.drain(..ids.len() - max);
                 }
             }
         }
@@ -306,10 +305,11 @@ impl Encoder {
             return Err(EncodeError::EmptyCompletion(which));
         }
         let mut ids = self.tokenize(text)?;
-        if !content.is_messages() && self.config.append_eos_to_text {
-            if let Some(eos) = self.eos_id {
-                ids.push(eos);
-            }
+        if !content.is_messages()
+            && self.config.append_eos_to_text
+            && let Some(eos) = self.eos_id
+        {
+            ids.push(eos);
         }
         if let Some(max) = self.config.max_length {
             ids.truncate(max.saturating_sub(prompt_len));

@@ -231,11 +231,14 @@ fn content(v: &Value, what: &str) -> Result<Content, String> {
     }
 }
 
+/// Prompt messages, then the chosen and rejected remainders.
+type PromptAndCompletions = (Vec<Message>, Vec<Message>, Vec<Message>);
+
 /// Splits two whole conversations into their shared leading messages and the two remainders.
 fn split_shared_prefix(
     chosen: Vec<Message>,
     rejected: Vec<Message>,
-) -> Result<(Vec<Message>, Vec<Message>, Vec<Message>), String> {
+) -> Result<PromptAndCompletions, String> {
     let n = chosen
         .iter()
         .zip(&rejected)

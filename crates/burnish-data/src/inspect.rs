@@ -168,11 +168,14 @@ impl Inspectable for PromptCompletion {
     }
 }
 
+/// Length statistics per column, rows that failed, sample texts.
+type Scan = (Vec<(String, LengthStats)>, u64, Vec<String>);
+
 fn scan<T: Inspectable>(
     builder: ReaderBuilder,
     encoder: Option<&Encoder>,
     n_samples: usize,
-) -> Result<(Vec<(String, LengthStats)>, u64, Vec<String>)> {
+) -> Result<Scan> {
     let mut reader = builder.rows::<T>()?;
     let mut lengths: Vec<Vec<usize>> = vec![Vec::new(); T::COLUMNS.len()];
     let mut bad = 0u64;

@@ -226,10 +226,10 @@ impl ListwiseRow {
                 self.ranking.len()
             ));
         }
-        if let Ranking::Scores(s) = &self.ranking {
-            if let Some(i) = s.iter().position(|x| !x.is_finite()) {
-                return Err(format!("score {i} is not a finite number"));
-            }
+        if let Ranking::Scores(s) = &self.ranking
+            && let Some(i) = s.iter().position(|x| !x.is_finite())
+        {
+            return Err(format!("score {i} is not a finite number"));
         }
         let conv = self.prompt.is_messages();
         for (i, r) in self.responses.iter().enumerate() {

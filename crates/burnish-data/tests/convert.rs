@@ -437,7 +437,7 @@ fn an_empty_file_is_an_error_naming_it() {
     std::fs::write(&input, "").unwrap();
     let out = dir.path().join("out.parquet");
     let err = convert(
-        &[input.clone()],
+        std::slice::from_ref(&input),
         &out,
         &ConvertOptions::new(InputFormat::Trl, &out),
     )
