@@ -5,10 +5,15 @@
 //! ([`metrics_log`]), progress reporting ([`progress`]), SVG plots ([`plot`]), and the VADER
 //! sentiment scorer used as the quickstart's gold reward ([`sentiment`]).
 
+pub mod batch;
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod data_order;
 pub mod metrics_log;
+pub mod objectives;
+pub mod plot;
 pub mod progress;
 pub mod schedule;
 pub mod sentiment;
+pub mod trainer;

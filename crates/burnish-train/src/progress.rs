@@ -111,8 +111,9 @@ impl Progress {
                 bar.set_message(format_metrics(loss, lr, extra));
             }
             Display::Lines { every, out } => {
-                let due =
-                    step == self.first_step + 1 || step == self.total_steps || step % *every == 0;
+                let due = step == self.first_step + 1
+                    || step == self.total_steps
+                    || step.is_multiple_of(*every);
                 if due {
                     let steps_done = step.saturating_sub(self.first_step);
                     let line =

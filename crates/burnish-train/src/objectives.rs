@@ -1,0 +1,253 @@
+//! The objectives burnish trains: preference optimisation (DPO and its family), supervised
+//! fine-tuning, and Bradley-Terry reward models. Each turns a batch of tokenized examples into
+//! a loss through the model and burnish-losses; the loop itself is in [`crate::trainer`].
+//!
+//! Chosen and rejected are scored in one forward pass (stacked on the batch axis). The
+//! reference log-probs come from the batch when they were precomputed into the data
+//! (`ref_chosen_logp` / `ref_rejected_logp`), otherwise from a frozen reference model run
+//! alongside on the non-autodiff backend.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use burnish_data::{Collator, TokenizedPair, TokenizedPromptCompletion};
+use burnish_losses::{PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs};
+use burnish_model::{CausalLm, split_pair};
+
+use crate::batch::{TokenTensors, vector};
+use crate::trainer::{BatchLoss, Objective, TrainError};
+
+/// An objective over a train and an eval list of rows, whose loss is a function of a batch of
+/// rows; it is an [`Objective`] through the blanket impl below.
+pub trait BatchObjective<B: AutodiffBackend> {
+    /// One example.
+    type Row: Clone;
+    /// The training and held-out rows.
+    fn splits(&self) -> (&[Self::Row], &[Self::Row]);
+    /// Loss of a batch of rows.
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        rows: &[Self::Row],
+    ) -> Result<BatchLoss<B>, TrainError>;
+}
+
+impl<B: AutodiffBackend, T: BatchObjective<B>> Objective<B> for T {
+    fn train_len(&self) -> usize {
+        self.splits().0.len()
+    }
+    fn eval_len(&self) -> usize {
+        self.splits().1.len()
+    }
+    fn train_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let rows: Vec<T::Row> = indices
+            .iter()
+            .map(|&i| self.splits().0[i].clone())
+            .collect();
+        self.batch_loss(model, &rows)
+    }
+    fn eval_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let rows: Vec<T::Row> = indices
+            .iter()
+            .map(|&i| self.splits().1[i].clone())
+            .collect();
+        self.batch_loss(model, &rows)
+    }
+}
+
+/// Summed completion log-probs of chosen and rejected (`[batch]` each) under `model`, in one pass.
+pub fn pair_logps<B: Backend>(
+    model: &CausalLm<B>,
+    tokens: &TokenTensors<B>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let scored = model.completion_logps(
+        tokens.input_ids.clone(),
+        tokens.attention_mask.clone(),
+        tokens.completion_mask.clone(),
+    );
+    split_pair(scored.logps)
+}
+
+/// Fills `ref_chosen_logp` / `ref_rejected_logp` of every pair with the reference model's
+/// summed completion log-probs, `batch_size` pairs per forward pass.
+pub fn precompute_reference<B: Backend>(
+    reference: &CausalLm<B>,
+    pairs: &mut [TokenizedPair],
+    collator: &Collator,
+    batch_size: usize,
+    device: &B::Device,
+) {
+    for chunk in pairs.chunks_mut(batch_size.max(1)) {
+        let batch = collator.collate_pairs(chunk);
+        let tokens = TokenTensors::<B>::from_pairs(&batch, device);
+        let (chosen, rejected) = pair_logps(reference, &tokens);
+        let host = |t: Tensor<B, 1>| {
+            t.into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("f32")
+        };
+        for ((pair, c), r) in chunk.iter_mut().zip(host(chosen)).zip(host(rejected)) {
+            pair.ref_chosen_logp = Some(c);
+            pair.ref_rejected_logp = Some(r);
+        }
+    }
+}
+
+/// DPO and every pairwise preference loss of burnish-losses.
+pub struct PreferenceObjective<B: AutodiffBackend> {
+    /// Training pairs.
+    pub train: Vec<TokenizedPair>,
+    /// Held-out pairs.
+    pub eval: Vec<TokenizedPair>,
+    /// Padding policy.
+    pub collator: Collator,
+    /// The loss, chosen by name in the config.
+    pub loss: PreferenceLoss,
+    /// The frozen reference, when the pairs carry no precomputed reference log-probs.
+    pub reference: Option<CausalLm<B::InnerBackend>>,
+    /// Where batches go.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
+    type Row = TokenizedPair;
+
+    fn splits(&self) -> (&[TokenizedPair], &[TokenizedPair]) {
+        (&self.train, &self.eval)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        pairs: &[TokenizedPair],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let batch = self.collator.collate_pairs(pairs);
+        let tokens = TokenTensors::<B>::from_pairs(&batch, &self.device);
+        let (chosen, rejected) = pair_logps(model, &tokens);
+        let (chosen_lengths, rejected_lengths) = split_pair(tokens.completion_lengths.clone());
+        let mut inputs = PairwiseInputs::new(chosen, rejected, chosen_lengths, rejected_lengths);
+        if self.loss.needs_reference() {
+            let (ref_chosen, ref_rejected) = match (
+                &batch.ref_chosen_logps,
+                &batch.ref_rejected_logps,
+                &self.reference,
+            ) {
+                (Some(c), Some(r), _) => {
+                    (vector::<B>(c, &self.device), vector::<B>(r, &self.device))
+                }
+                (_, _, Some(reference)) => {
+                    let inner = TokenTensors::<B::InnerBackend>::from_pairs(&batch, &self.device);
+                    let (c, r) = pair_logps(reference, &inner);
+                    (Tensor::from_inner(c), Tensor::from_inner(r))
+                }
+                _ => {
+                    return Err(TrainError::Other(format!(
+                        "loss `{}` needs reference log-probs: give a reference model or precompute them (`burnish precompute-ref`)",
+                        self.loss.name()
+                    )));
+                }
+            };
+            inputs = inputs.with_reference(ref_chosen, ref_rejected);
+        }
+        let output = self.loss.pairwise(&inputs)?;
+        Ok(BatchLoss {
+            metrics: output.metrics_f64(),
+            loss: output.loss,
+            tokens: tokens.real_tokens,
+        })
+    }
+}
+
+/// Supervised fine-tuning: token-mean negative log-likelihood of the completions.
+pub struct SftObjective<B: AutodiffBackend> {
+    /// Training rows.
+    pub train: Vec<TokenizedPromptCompletion>,
+    /// Held-out rows.
+    pub eval: Vec<TokenizedPromptCompletion>,
+    /// Padding policy.
+    pub collator: Collator,
+    /// Where batches go.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> BatchObjective<B> for SftObjective<B> {
+    type Row = TokenizedPromptCompletion;
+
+    fn splits(&self) -> (&[TokenizedPromptCompletion], &[TokenizedPromptCompletion]) {
+        (&self.train, &self.eval)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        rows: &[TokenizedPromptCompletion],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let batch = self.collator.collate_prompt_completions(rows);
+        let tokens = TokenTensors::<B>::from_sequences(&batch, &self.device);
+        let scored = model.completion_logps(
+            tokens.input_ids,
+            tokens.attention_mask,
+            tokens.completion_mask,
+        );
+        let count = scored.tokens.sum().clamp_min(1.0);
+        let loss = scored.logps.sum().neg() / count;
+        let nll: f64 = loss.clone().into_scalar().elem();
+        let metrics = vec![("nll".to_string(), nll), ("ppl".to_string(), f64::exp(nll))];
+        Ok(BatchLoss {
+            loss,
+            metrics,
+            tokens: tokens.real_tokens,
+        })
+    }
+}
+
+/// A Bradley-Terry reward model on pairs (with optional per-pair margins); the model needs a
+/// reward head ([`CausalLm::with_reward_head`]).
+pub struct RewardObjective<B: AutodiffBackend> {
+    /// Training pairs.
+    pub train: Vec<TokenizedPair>,
+    /// Held-out pairs.
+    pub eval: Vec<TokenizedPair>,
+    /// Padding policy.
+    pub collator: Collator,
+    /// The reward loss.
+    pub loss: RewardLoss,
+    /// Where batches go.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> BatchObjective<B> for RewardObjective<B> {
+    type Row = TokenizedPair;
+
+    fn splits(&self) -> (&[TokenizedPair], &[TokenizedPair]) {
+        (&self.train, &self.eval)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        pairs: &[TokenizedPair],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let batch = self.collator.collate_pairs(pairs);
+        let tokens = TokenTensors::<B>::from_pairs(&batch, &self.device);
+        let (chosen, rejected) = split_pair(model.reward(tokens.input_ids, tokens.attention_mask));
+        let mut inputs = RewardPairInputs::new(chosen, rejected);
+        if let Some(margins) = &batch.margins {
+            inputs = inputs.with_margin(vector::<B>(margins, &self.device));
+        }
+        let output = self.loss.pairwise(&inputs)?;
+        Ok(BatchLoss {
+            metrics: output.metrics_f64(),
+            loss: output.loss,
+            tokens: tokens.real_tokens,
+        })
+    }
+}

@@ -1,0 +1,313 @@
+//! The training loop shared by every objective (SFT, DPO family, reward model).
+//!
+//! It reads like the algorithm: take a batch, compute the loss, backpropagate, clip by the
+//! global norm, step AdamW at the scheduled learning rate, log, evaluate, checkpoint. What the
+//! loss *is* comes from an [`Objective`]; everything else (schedule, accumulation, resume, NaN
+//! guard, metrics, progress, plots) lives here once.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use burnish_model::CausalLm;
+
+use crate::checkpoint::{
+    CheckpointError, MODEL_RECORD, OPTIMIZER_RECORD, TrainingState, find_latest, load_module,
+    load_optimizer, prune_checkpoints, save_checkpoint, save_module, save_optimizer,
+};
+use crate::clip::clip_grad_norm;
+use crate::config::TrainingConfig;
+use crate::data_order::{DataCursor, DataPosition};
+use crate::metrics_log::{EvalRecord, Metrics, MetricsError, MetricsLog, StepRecord};
+use crate::progress::Progress;
+use crate::schedule::LrSchedule;
+
+/// What one micro-batch contributes: the differentiable loss and its metrics.
+pub struct BatchLoss<B: AutodiffBackend> {
+    /// Scalar loss `[1]`, attached to the graph.
+    pub loss: Tensor<B, 1>,
+    /// Named metrics (TRL's names), already on the host.
+    pub metrics: Vec<(String, f64)>,
+    /// Real tokens processed (prompt + completion of every sequence).
+    pub tokens: usize,
+}
+
+/// A training objective: a data set of examples and the loss of a batch of them.
+pub trait Objective<B: AutodiffBackend> {
+    /// Training examples.
+    fn train_len(&self) -> usize;
+    /// Held-out examples (0 disables evaluation).
+    fn eval_len(&self) -> usize;
+    /// Loss of the training examples at `indices`.
+    fn train_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError>;
+    /// Loss of the held-out examples at `indices` (no gradient is taken).
+    fn eval_loss(&self, model: &CausalLm<B>, indices: &[usize])
+    -> Result<BatchLoss<B>, TrainError>;
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss became NaN or infinite; the last good checkpoint (if any) is kept.
+    #[error(
+        "the loss is {value} at step {step}; stopping (last good checkpoint: {last_checkpoint})"
+    )]
+    NonFinite {
+        /// The optimizer step (1-based) whose loss was not finite.
+        step: u64,
+        /// The value seen.
+        value: f64,
+        /// The checkpoint to resume from, or "none".
+        last_checkpoint: String,
+    },
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The metrics log could not be written.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// The loss rejected its inputs or parameters.
+    #[error(transparent)]
+    Loss(#[from] burnish_losses::LossError),
+    /// The model failed (e.g. saving the export).
+    #[error(transparent)]
+    Model(#[from] burnish_model::ModelError),
+    /// Anything else, with its message.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a finished run leaves: the trained model and where its files are.
+pub struct TrainOutcome<B: AutodiffBackend> {
+    /// The trained policy (or reward model).
+    pub model: CausalLm<B>,
+    /// Optimizer steps taken in total (including those before a resume).
+    pub steps: u64,
+    /// `metrics.jsonl`.
+    pub metrics_path: PathBuf,
+    /// The last evaluation, if any ran.
+    pub last_eval: Option<EvalRecord>,
+}
+
+/// Options of one run beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the latest checkpoint in the output directory.
+    pub resume: bool,
+    /// Stop (as if killed) after this many optimizer steps, keeping checkpoints: for tests.
+    pub stop_after: Option<u64>,
+    /// Print nothing (no progress bar or lines).
+    pub quiet: bool,
+}
+
+fn mean_metrics(sums: &[(String, f64)], count: f64) -> Metrics {
+    let mut metrics = Metrics::new();
+    for (name, value) in sums {
+        metrics.insert(name.clone(), value / count);
+    }
+    metrics
+}
+
+fn add_metrics(sums: &mut Vec<(String, f64)>, metrics: &[(String, f64)], weight: f64) {
+    for (name, value) in metrics {
+        match sums.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum += value * weight,
+            None => sums.push((name.clone(), value * weight)),
+        }
+    }
+}
+
+fn scalar<B: AutodiffBackend>(t: &Tensor<B, 1>) -> f64 {
+    t.clone().into_scalar().elem::<f64>()
+}
+
+/// Mean loss and metrics of `model` over the objective's held-out examples.
+pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
+    model: &CausalLm<B>,
+    objective: &O,
+    batch_size: usize,
+) -> Result<Option<(f64, u64, Metrics)>, TrainError> {
+    let n = objective.eval_len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let (mut loss_sum, mut sums) = (0.0, Vec::new());
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let indices: Vec<usize> = (start..(start + batch_size).min(n)).collect();
+        let weight = indices.len() as f64;
+        let batch = objective.eval_loss(model, &indices)?;
+        loss_sum += scalar(&batch.loss) * weight;
+        add_metrics(&mut sums, &batch.metrics, weight);
+    }
+    Ok(Some((
+        loss_sum / n as f64,
+        n as u64,
+        mean_metrics(&sums, n as f64),
+    )))
+}
+
+/// Trains `model` on `objective` as `config` says; returns the trained model.
+pub fn train<B: AutodiffBackend, O: Objective<B>>(
+    mut model: CausalLm<B>,
+    objective: &O,
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<TrainOutcome<B>, TrainError> {
+    let run = &config.train;
+    let out_dir = run.output_dir.clone();
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", out_dir.display())))?;
+    let total_steps = run.total_steps(objective.train_len());
+    let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total_steps);
+    let [beta_1, beta_2] = config.optimizer.betas;
+    let mut optimizer = AdamWConfig::new()
+        .with_beta_1(beta_1 as f32)
+        .with_beta_2(beta_2 as f32)
+        .with_epsilon(config.optimizer.eps as f32)
+        .with_weight_decay(config.optimizer.weight_decay as f32)
+        .init::<B, CausalLm<B>>();
+
+    let mut start_step = 0;
+    let mut position = DataPosition::default();
+    let mut last_checkpoint = "none".to_string();
+    if options.resume
+        && let Some(checkpoint) = find_latest(&out_dir)?
+    {
+        model = load_module(model, &checkpoint.dir, MODEL_RECORD, device)?;
+        optimizer = load_optimizer::<B, CausalLm<B>, _>(
+            optimizer,
+            &checkpoint.dir,
+            OPTIMIZER_RECORD,
+            device,
+        )?;
+        start_step = checkpoint.state.step;
+        position = checkpoint.state.data;
+        last_checkpoint = checkpoint.dir.display().to_string();
+    }
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let mut log = if start_step > 0 {
+        MetricsLog::resume(&metrics_path, start_step)?
+    } else {
+        MetricsLog::create(&metrics_path)?
+    };
+    let mut cursor = DataCursor::new(objective.train_len(), run.seed, position);
+    let mut progress = (!options.quiet).then(|| Progress::new(total_steps, start_step));
+    let mut last_eval = None;
+
+    for step in start_step + 1..=total_steps {
+        let started = Instant::now();
+        let lr = schedule.lr(step - 1);
+        let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
+        let (mut loss_sum, mut sums, mut tokens) = (0.0, Vec::new(), 0usize);
+        let micro_batches: Vec<Vec<usize>> = (0..run.grad_accumulation.max(1))
+            .map(|_| cursor.next_batch(run.batch_size))
+            .collect();
+        let step_examples: usize = micro_batches.iter().map(Vec::len).sum();
+        for indices in micro_batches.iter().filter(|b| !b.is_empty()) {
+            let batch = objective.train_loss(&model, indices)?;
+            // Each micro-batch is weighted by its share of the step's examples, so a short last
+            // batch of an epoch counts as much per example as a full one.
+            let weight = indices.len() as f64 / step_examples as f64;
+            let value = scalar(&batch.loss);
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step,
+                    value,
+                    last_checkpoint,
+                });
+            }
+            loss_sum += value * weight;
+            add_metrics(&mut sums, &batch.metrics, weight);
+            tokens += batch.tokens;
+            let grads = (batch.loss * weight).backward();
+            accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_grad_norm::<B, _>(&model, &mut grads, config.optimizer.clip_norm());
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                value: grad_norm,
+                last_checkpoint,
+            });
+        }
+        model = optimizer.step(lr, model, grads);
+        let seconds = started.elapsed().as_secs_f64();
+        let record = StepRecord {
+            step,
+            epoch: cursor.epoch_progress(),
+            loss: loss_sum,
+            lr,
+            grad_norm,
+            tokens_per_sec: tokens as f64 / seconds.max(1e-9),
+            metrics: mean_metrics(&sums, 1.0),
+        };
+        if let Some(progress) = progress.as_mut() {
+            let margin = record.metrics.get("rewards/margins");
+            let extra: Vec<(&str, f64)> = margin.map(|m| ("margin", m)).into_iter().collect();
+            progress.update(step, record.loss, lr, &extra);
+        }
+        log.write_step(record)?;
+
+        let is_last = step == total_steps;
+        if run.eval_every > 0
+            && (step.is_multiple_of(run.eval_every) || is_last)
+            && let Some((loss, n, metrics)) = evaluate(&model, objective, run.batch_size)?
+        {
+            if let Some(progress) = progress.as_mut() {
+                let acc = metrics
+                    .get("rewards/accuracies")
+                    .or(metrics.get("accuracy"));
+                let acc = acc.map_or(String::new(), |a| format!(", accuracy {a:.3}"));
+                progress.println(&format!(
+                    "eval at step {step}: loss {loss:.4}{acc} on {n} held-out examples"
+                ));
+            }
+            let record = EvalRecord {
+                step,
+                epoch: cursor.epoch_progress(),
+                loss,
+                examples: n,
+                metrics,
+            };
+            log.write_eval(record.clone())?;
+            last_eval = Some(record);
+        }
+        if run.checkpoint_every > 0 && (step.is_multiple_of(run.checkpoint_every) || is_last) {
+            let mut state = TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
+            state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
+            let dir = save_checkpoint(&out_dir, &state, |dir| {
+                save_module(&model, dir, MODEL_RECORD)?;
+                save_optimizer::<B, CausalLm<B>, _>(&optimizer, dir, OPTIMIZER_RECORD)?;
+                Ok(())
+            })?;
+            prune_checkpoints(&out_dir, run.keep_checkpoints)?;
+            last_checkpoint = dir.display().to_string();
+        }
+        if options.stop_after == Some(step) {
+            break;
+        }
+    }
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
+    Ok(TrainOutcome {
+        steps: total_steps,
+        model,
+        metrics_path,
+        last_eval,
+    })
+}
+
+/// Draws loss, reward margin and accuracy curves from a run's `metrics.jsonl` into `out_dir`.
+pub fn plot_run(metrics_path: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    crate::plot::plot_training_curves(metrics_path, out_dir)
+        .map_err(|e| TrainError::Other(e.to_string()))
+}

@@ -1,0 +1,293 @@
+//! The trainer end to end on a tiny model: resuming after a stop reaches the same weights as an
+//! uninterrupted run, precomputed reference log-probs give the same run as a reference model
+//! alongside, a non-finite loss stops with the step named and the last checkpoint kept, and
+//! DPO actually improves the held-out preference objective.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::tensor::{Int, Tensor, TensorData};
+use burnish_data::{Collator, TokenizedPair};
+use burnish_losses::PreferenceLoss;
+use burnish_model::{CausalLm, ModelConfig};
+use burnish_train::config::TrainingConfig;
+use burnish_train::objectives::{PreferenceObjective, precompute_reference};
+use burnish_train::trainer::{BatchLoss, Objective, RunOptions, TrainError, train};
+
+#[cfg(not(feature = "wgpu"))]
+type B = burn::backend::Autodiff<burn::backend::Flex>;
+#[cfg(feature = "wgpu")]
+type B = burn::backend::Autodiff<burn::backend::Wgpu>;
+
+fn device() -> <B as burn::tensor::backend::BackendTypes>::Device {
+    Default::default()
+}
+
+/// Pairs whose chosen completion repeats the prompt's last token and whose rejected one does
+/// not: a preference a tiny model can learn.
+fn pairs(n: usize, seed: u32) -> Vec<TokenizedPair> {
+    (0..n as u32)
+        .map(|i| {
+            let a = 3 + (i * 7 + seed) % 50;
+            let b = 3 + (i * 11 + seed + 5) % 50;
+            let prompt_ids = vec![1, a, b, a];
+            TokenizedPair {
+                prompt_ids,
+                chosen_ids: vec![a, a, 2],
+                rejected_ids: vec![b, 60 - (i % 5), 61, 2],
+                margin: None,
+                ref_chosen_logp: None,
+                ref_rejected_logp: None,
+            }
+        })
+        .collect()
+}
+
+fn config(dir: &Path, steps: u64) -> TrainingConfig {
+    let text = format!(
+        "[optimizer]\nlr = 5e-3\nmax_grad_norm = 1.0\n[schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\n\
+         [train]\nmax_steps = {steps}\nbatch_size = 4\ngrad_accumulation = 2\neval_every = 0\ncheckpoint_every = 2\nseed = 3\noutput_dir = {:?}\n",
+        dir.display().to_string()
+    );
+    TrainingConfig::from_toml_str(&text, "test", &[] as &[&str]).unwrap()
+}
+
+fn policy() -> CausalLm<B> {
+    // Fixed init: seeding burn's RNG makes the two runs of a comparison start equal.
+    <B as burn::tensor::backend::Backend>::seed(&device(), 11);
+    CausalLm::init(&ModelConfig::gpt2(64, 16, 1, 2, 32), &device())
+}
+
+fn objective(
+    train: Vec<TokenizedPair>,
+    reference: Option<CausalLm<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>,
+) -> PreferenceObjective<B> {
+    PreferenceObjective {
+        train,
+        eval: pairs(16, 1000),
+        collator: Collator::new(0),
+        loss: PreferenceLoss::default(),
+        reference,
+        device: device(),
+    }
+}
+
+fn weights(model: &CausalLm<B>) -> Vec<f32> {
+    let ids = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(vec![1i64, 5, 9, 5, 5, 2], [1, 6]),
+        &device(),
+    );
+    let mask = Tensor::<B, 2, Int>::ones([1, 6], &device());
+    model
+        .forward(ids, mask)
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn quiet() -> RunOptions {
+    RunOptions {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn resume_reaches_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let reference = start.valid();
+    let objective = objective(pairs(24, 0), Some(reference));
+
+    let full = train(
+        start.clone(),
+        &objective,
+        &config(&tmp.path().join("full"), 7),
+        &quiet(),
+        &device(),
+    )
+    .unwrap();
+
+    // Stop after step 5: the last checkpoint is step 4, so step 5 is lost and redone.
+    let dir = tmp.path().join("killed");
+    let stopped = RunOptions {
+        stop_after: Some(5),
+        ..quiet()
+    };
+    train(
+        start.clone(),
+        &objective,
+        &config(&dir, 7),
+        &stopped,
+        &device(),
+    )
+    .unwrap();
+    let resumed_options = RunOptions {
+        resume: true,
+        ..quiet()
+    };
+    // A fresh policy of another init proves the weights come from the checkpoint.
+    let other = CausalLm::init(&ModelConfig::gpt2(64, 16, 1, 2, 32), &device());
+    let resumed = train(
+        other,
+        &objective,
+        &config(&dir, 7),
+        &resumed_options,
+        &device(),
+    )
+    .unwrap();
+
+    let diff = max_diff(&weights(&full.model), &weights(&resumed.model));
+    assert!(
+        diff <= 1e-6,
+        "resumed run differs from the uninterrupted one by {diff}"
+    );
+    assert!(
+        max_diff(&weights(&full.model), &weights(&start)) > 1e-3,
+        "training changed nothing"
+    );
+    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().filter(|l| l.contains("\"train\"")).count(),
+        7,
+        "{lines}"
+    );
+}
+
+#[test]
+fn precomputed_reference_matches_reference_alongside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let reference = start.valid();
+    let mut cached = pairs(24, 0);
+    precompute_reference(&reference, &mut cached, &Collator::new(0), 5, &device());
+    assert!(cached.iter().all(|p| p.ref_chosen_logp.is_some()));
+
+    let alongside = train(
+        start.clone(),
+        &objective(pairs(24, 0), Some(reference)),
+        &config(&tmp.path().join("a"), 6),
+        &quiet(),
+        &device(),
+    )
+    .unwrap();
+    let precomputed = train(
+        start,
+        &objective(cached, None),
+        &config(&tmp.path().join("b"), 6),
+        &quiet(),
+        &device(),
+    )
+    .unwrap();
+    let diff = max_diff(&weights(&alongside.model), &weights(&precomputed.model));
+    assert!(diff <= 1e-5, "precomputed vs alongside differ by {diff}");
+}
+
+/// An objective that turns NaN at a chosen step.
+struct PoisonAt {
+    inner: PreferenceObjective<B>,
+    calls: std::cell::Cell<usize>,
+    poison_call: usize,
+}
+
+impl Objective<B> for PoisonAt {
+    fn train_len(&self) -> usize {
+        self.inner.train_len()
+    }
+    fn eval_len(&self) -> usize {
+        0
+    }
+    fn train_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let call = self.calls.get() + 1;
+        self.calls.set(call);
+        let mut batch = self.inner.train_loss(model, indices)?;
+        if call == self.poison_call {
+            batch.loss = batch.loss * f32::NAN;
+        }
+        Ok(batch)
+    }
+    fn eval_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        self.inner.eval_loss(model, indices)
+    }
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    // Two micro-batches per step: call 5 is the first micro-batch of step 3.
+    let poisoned = PoisonAt {
+        inner: objective(pairs(24, 0), Some(start.valid())),
+        calls: Default::default(),
+        poison_call: 5,
+    };
+    let err = train(
+        start,
+        &poisoned,
+        &config(tmp.path(), 7),
+        &quiet(),
+        &device(),
+    )
+    .err()
+    .unwrap();
+    match &err {
+        TrainError::NonFinite {
+            step,
+            last_checkpoint,
+            ..
+        } => {
+            assert_eq!(*step, 3);
+            assert!(
+                last_checkpoint.ends_with("checkpoint-2"),
+                "{last_checkpoint}"
+            );
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.to_string().contains("step 3"));
+    assert!(tmp.path().join("checkpoint-2/state.json").exists());
+}
+
+#[test]
+fn dpo_improves_the_held_out_preference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let objective = objective(pairs(64, 0), Some(start.valid()));
+    let before = burnish_train::trainer::evaluate(&start, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let mut cfg = config(tmp.path(), 40);
+    cfg.train.checkpoint_every = 0;
+    let after = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
+    let after = burnish_train::trainer::evaluate(&after.model, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let accuracy = after.2.get("rewards/accuracies").unwrap();
+    println!(
+        "held-out DPO loss {:.4} -> {:.4}, accuracy {accuracy:.3}",
+        before.0, after.0
+    );
+    assert!(
+        after.0 < before.0 - 0.1,
+        "held-out loss {} -> {}",
+        before.0,
+        after.0
+    );
+    assert!(accuracy > 0.8, "held-out accuracy {accuracy}");
+}
