@@ -40,7 +40,7 @@ pub use encode::{
     TruncationSide, load_tokenizer,
 };
 pub use error::{DataError, EncodeError, Result};
-pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader};
+pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader, TextRow};
 pub use row::{Content, ListwiseRow, Message, PreferencePair, PromptCompletion, Ranking};
 pub use shuffle::ShuffleBuffer;
 pub use split::{Split, Subset};

@@ -169,6 +169,31 @@ impl ArrowRow for PromptCompletion {
     }
 }
 
+/// A row of plain text (a `text` column), such as a corpus of reviews for SFT or for prompts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextRow {
+    /// The text.
+    pub text: String,
+}
+
+impl ArrowRow for TextRow {
+    const REQUIRED: &'static [&'static str] = &["text"];
+    const OPTIONAL: &'static [&'static str] = &[];
+
+    fn decode_batch(batch: &RecordBatch) -> Result<Vec<RowResult<Self>>, (String, String)> {
+        let text = content_col(batch, "text")?;
+        Ok((0..batch.num_rows())
+            .map(|i| match named("text", text.get(i))? {
+                crate::row::Content::Text(text) => Ok(TextRow { text }),
+                crate::row::Content::Messages(_) => Err((
+                    "text".to_owned(),
+                    "expected a string, found a message list".to_owned(),
+                )),
+            })
+            .collect())
+    }
+}
+
 /// Where a row came from: its file and its row number in that file (from 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowPosition {
@@ -287,6 +312,11 @@ impl ReaderBuilder {
 
     /// A reader of listwise rows (`prompt`, `responses`, `ranks` or `scores`, optional `id`).
     pub fn listwise(self) -> Result<RowReader<ListwiseRow>> {
+        self.rows()
+    }
+
+    /// A reader of plain-text rows (a `text` column).
+    pub fn texts(self) -> Result<RowReader<TextRow>> {
         self.rows()
     }
 

@@ -47,6 +47,57 @@ impl TextTokenizer {
         Self::from_file(dir.as_ref().join("tokenizer.json"))
     }
 
+    /// Trains a byte-level BPE tokenizer (GPT-2's scheme) of `vocab_size` tokens on `texts`, with
+    /// `special` tokens (e.g. `<|endoftext|>`) given the first ids.
+    pub fn train_byte_level_bpe<S: AsRef<str> + Send>(
+        texts: impl Iterator<Item = S> + Send,
+        vocab_size: usize,
+        special: &[&str],
+    ) -> Result<Self> {
+        use tokenizers::models::TrainerWrapper;
+        use tokenizers::models::bpe::{BPE, BpeTrainer};
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let path = PathBuf::from("(trained in memory)");
+        let fail = |e: tokenizers::Error| ModelError::Tokenizer {
+            path: path.clone(),
+            reason: format!("training failed: {e}"),
+        };
+        let mut trainer: TrainerWrapper = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(
+                special
+                    .iter()
+                    .map(|t| tokenizers::AddedToken::from(t.to_string(), true))
+                    .collect(),
+            )
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        inner.train(&mut trainer, texts).map_err(fail)?;
+        Ok(Self { inner, path })
+    }
+
+    /// Writes the tokenizer as a Hugging Face `tokenizer.json`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.inner
+            .save(path, false)
+            .map_err(|e| ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: format!("cannot write: {e}"),
+            })
+    }
+
+    /// Number of tokens in the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
     /// The wrapped `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
