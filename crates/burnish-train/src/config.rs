@@ -122,8 +122,11 @@ pub struct ModelSection {
 pub struct DataSection {
     /// Training Parquet file.
     pub train: Option<PathBuf>,
-    /// Held-out Parquet file for evaluation; `None` disables evaluation.
+    /// Held-out Parquet file for evaluation; `None` holds out `eval_fraction` of `train` by hash.
     pub eval: Option<PathBuf>,
+    /// Fraction of the training file held out (by a stable hash of each row) when `eval` is not
+    /// given; `0` disables evaluation.
+    pub eval_fraction: f64,
     /// Maximum prompt + completion tokens.
     pub max_length: usize,
     /// Maximum prompt tokens (the prompt is cut first).
@@ -131,12 +134,13 @@ pub struct DataSection {
 }
 
 impl Default for DataSection {
-    /// No files, 512 tokens in all, 256 of prompt (TRL's DPO defaults were 512 / 128; the
+    /// No files, 5% held out, 512 tokens in all, 256 of prompt (TRL's DPO defaults were 512 / 128; the
     /// quickstart's reviews have long prompts).
     fn default() -> Self {
         DataSection {
             train: None,
             eval: None,
+            eval_fraction: 0.05,
             max_length: 512,
             max_prompt_length: 256,
         }
@@ -397,6 +401,12 @@ impl TrainingConfig {
             return invalid(
                 "train.max_steps",
                 "the run has no steps (max_steps = 0, or epochs = 0)".to_string(),
+            );
+        }
+        if !(0.0..1.0).contains(&self.data.eval_fraction) {
+            return invalid(
+                "data.eval_fraction",
+                format!("must be in [0, 1), got {}", self.data.eval_fraction),
             );
         }
         if self.data.max_length == 0 {

@@ -3,7 +3,8 @@
 //! Configuration ([`config`]), learning-rate schedule ([`schedule`]), the seeded data order
 //! ([`data_order`]), checkpoints that resume exactly ([`checkpoint`]), metrics as JSON lines
 //! ([`metrics_log`]), progress reporting ([`progress`]), SVG plots ([`plot`]), and the VADER
-//! sentiment scorer used as the quickstart's gold reward ([`sentiment`]).
+//! sentiment scorer used as the quickstart's gold reward ([`sentiment`]); [`pipeline`] holds the
+//! high-level entry points (`run_dpo`, `run_sft`, `run_reward`, `precompute_reference_file`).
 
 pub mod batch;
 pub mod checkpoint;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod data_order;
 pub mod metrics_log;
 pub mod objectives;
+pub mod pipeline;
 pub mod plot;
 pub mod progress;
 pub mod schedule;

@@ -1,0 +1,747 @@
+//! The high-level entry points that the `burnish` command line and the examples both call: read
+//! and split the data, load the models, train with the one loop in [`crate::trainer`], export the
+//! result as a Hugging Face folder and plot the curves.
+//!
+//! Data are never dropped silently: every row read is either used (train or eval) or rejected,
+//! and rejected rows go to a JSON Lines file with their reason ([`DataReport`] holds the counts,
+//! `read = used + rejected`). The held-out split is `[data] eval` when given, else a stable hash
+//! split of the training file holding out `data.eval_fraction` of its rows.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burnish_data::split::SplitKey;
+use burnish_data::{
+    Collator, DataError, EncodeError, Encoder, EncoderConfig, PairSchema, PairWriter,
+    PreferencePair, PromptCompletion, ReaderBuilder, RowReader, Split, Subset, TokenizedPair,
+    TokenizedPromptCompletion,
+};
+use burnish_losses::{LossError, PreferenceLoss, RewardLoss};
+use burnish_model::{CausalLm, ModelConfig, ModelError, copy_tokenizer_files};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{ConfigError, TrainingConfig};
+use crate::metrics_log::{EvalRecord, Metrics};
+use crate::objectives::{PreferenceObjective, RewardObjective, SftObjective, precompute_reference};
+use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
+
+/// Errors of the high-level entry points; each message names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A data file could not be read or written.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A model could not be loaded or saved.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The loss configuration is invalid.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Anything else a user can fix, with its message.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the rows of a run went: `read = used + rejected`, `used = train + eval`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DataReport {
+    /// Rows read from the data files.
+    pub read: u64,
+    /// Rows tokenized and used (train + eval).
+    pub used: u64,
+    /// Rows that could not be tokenized; written to `rejects_path`.
+    pub rejected: u64,
+    /// Rows used for training.
+    pub train: usize,
+    /// Rows held out for evaluation.
+    pub eval: usize,
+    /// The rejects file (JSON Lines), when any row was rejected.
+    pub rejects_path: Option<PathBuf>,
+}
+
+/// A JSON Lines file of rejected rows, created on the first reject.
+struct Rejects {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl Rejects {
+    fn new(path: PathBuf) -> Self {
+        Rejects { path, out: None }
+    }
+
+    fn write(&mut self, file: &Path, row: usize, error: &str) -> Result<(), PipelineError> {
+        if self.out.is_none() {
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let f = File::create(&self.path).map_err(io_err(&self.path))?;
+            self.out = Some(BufWriter::new(f));
+        }
+        let line = serde_json::json!({"file": file, "row": row, "error": error});
+        let out = self.out.as_mut().expect("opened above");
+        writeln!(out, "{line}").map_err(io_err(&self.path))
+    }
+
+    fn finish(self) -> Result<Option<PathBuf>, PipelineError> {
+        match self.out {
+            Some(mut out) => {
+                out.flush().map_err(io_err(&self.path))?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Where the evaluation rows come from.
+#[derive(Debug, Clone, Copy)]
+pub enum EvalSource<'a> {
+    /// A separate held-out file.
+    File(&'a Path),
+    /// This fraction of the training file, by a stable hash of each row.
+    Fraction(f64),
+}
+
+impl<'a> EvalSource<'a> {
+    /// `[data] eval` when given, else `data.eval_fraction` of the training file.
+    pub fn of(config: &'a TrainingConfig) -> Self {
+        match &config.data.eval {
+            Some(path) => EvalSource::File(path),
+            None => EvalSource::Fraction(config.data.eval_fraction),
+        }
+    }
+}
+
+/// Reads rows of `train` (and the eval file), splits, tokenizes in parallel; rejects go to `rejects`.
+fn load_rows<R, T>(
+    train: &Path,
+    eval: EvalSource<'_>,
+    rejects: &Path,
+    read: impl Fn(&Path) -> Result<RowReader<R>, DataError>,
+    encode: impl Fn(&[R]) -> Vec<Result<T, EncodeError>>,
+) -> Result<(Vec<T>, Vec<T>, DataReport), PipelineError>
+where
+    R: SplitKey + burnish_data::ArrowRow,
+{
+    let mut report = DataReport::default();
+    let mut rejects = Rejects::new(rejects.to_path_buf());
+    let (mut train_rows, mut eval_rows) = (Vec::new(), Vec::new());
+    let mut files: Vec<(&Path, Option<bool>)> = vec![(train, None)];
+    let split = match eval {
+        EvalSource::File(path) => {
+            files[0].1 = Some(false);
+            files.push((path, Some(true)));
+            None
+        }
+        EvalSource::Fraction(f) => Some(Split::new(f)),
+    };
+    for (path, held_out) in files {
+        let rows: Vec<R> = read(path)?.collect::<Result<_, _>>()?;
+        report.read += rows.len() as u64;
+        let subsets: Vec<bool> = rows
+            .iter()
+            .map(|r| match (held_out, &split) {
+                (Some(h), _) => h,
+                (None, Some(s)) => s.subset(r) == Subset::Eval,
+                (None, None) => false,
+            })
+            .collect();
+        for (index, (encoded, is_eval)) in encode(&rows).into_iter().zip(subsets).enumerate() {
+            match encoded {
+                Ok(t) if is_eval => eval_rows.push(t),
+                Ok(t) => train_rows.push(t),
+                Err(e) => {
+                    report.rejected += 1;
+                    rejects.write(path, index, &e.to_string())?;
+                }
+            }
+        }
+    }
+    report.train = train_rows.len();
+    report.eval = eval_rows.len();
+    report.used = (report.train + report.eval) as u64;
+    report.rejects_path = rejects.finish()?;
+    if train_rows.is_empty() {
+        return Err(PipelineError::Invalid(format!(
+            "{}: no usable training rows ({} read, {} rejected{})",
+            train.display(),
+            report.read,
+            report.rejected,
+            report
+                .rejects_path
+                .as_ref()
+                .map_or(String::new(), |p| format!(", reasons in {}", p.display()))
+        )));
+    }
+    Ok((train_rows, eval_rows, report))
+}
+
+/// Reads, splits and tokenizes pairwise rows; rows that fail to encode are counted and written to
+/// `rejects` (JSON Lines), never dropped silently.
+pub fn load_pairs(
+    train: &Path,
+    eval: EvalSource<'_>,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<(Vec<TokenizedPair>, Vec<TokenizedPair>, DataReport), PipelineError> {
+    load_rows(
+        train,
+        eval,
+        rejects,
+        |p| ReaderBuilder::new().path(p).pairs(),
+        |rows: &[PreferencePair]| encoder.encode_pairs(rows),
+    )
+}
+
+/// Reads, splits and tokenizes prompt/completion rows (supervised fine-tuning), like [`load_pairs`].
+pub fn load_prompt_completions(
+    train: &Path,
+    eval: EvalSource<'_>,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<
+    (
+        Vec<TokenizedPromptCompletion>,
+        Vec<TokenizedPromptCompletion>,
+        DataReport,
+    ),
+    PipelineError,
+> {
+    load_rows(
+        train,
+        eval,
+        rejects,
+        |p| ReaderBuilder::new().path(p).prompt_completions(),
+        |rows: &[PromptCompletion]| encoder.encode_prompt_completions(rows),
+    )
+}
+
+/// The encoder of a model folder: its `tokenizer.json` (or `tokenizer`), lengths clamped to the
+/// model's positions, EOS and padding from `config.json` when the tokenizer files name none.
+pub fn encoder_for(
+    model_dir: &Path,
+    tokenizer: Option<&Path>,
+    max_prompt_length: usize,
+    max_length: usize,
+) -> Result<Encoder, PipelineError> {
+    let model_config = ModelConfig::from_file(model_dir.join("config.json"))?;
+    let tokenizer = tokenizer.map_or_else(|| model_dir.join("tokenizer.json"), Path::to_path_buf);
+    let max_length = max_length.min(model_config.max_positions.max(2));
+    let config = EncoderConfig {
+        max_prompt_length: Some(max_prompt_length.min(max_length - 1)),
+        max_length: Some(max_length),
+        ..EncoderConfig::default()
+    };
+    let mut encoder = Encoder::from_files(&tokenizer, config)?;
+    if encoder.eos_token_id().is_none() {
+        encoder = encoder.with_eos_token_id(model_config.eos_token_id);
+    }
+    if encoder.pad_token_id().is_none() {
+        let pad = model_config.pad_token_id.or(encoder.eos_token_id());
+        encoder = encoder.with_pad_token_id(pad);
+    }
+    Ok(encoder)
+}
+
+/// Pads with the encoder's padding id (0 when it has none: padded positions are masked anyway).
+pub fn collator_for(encoder: &Encoder) -> Collator {
+    Collator::new(encoder.pad_token_id().unwrap_or(0))
+}
+
+/// Deserialises the `[loss]` table; an empty table gives the loss's default.
+pub fn loss_from_table<L: DeserializeOwned + Default>(
+    table: &toml::Table,
+) -> Result<L, PipelineError> {
+    if table.is_empty() {
+        return Ok(L::default());
+    }
+    toml::Value::Table(table.clone())
+        .try_into::<L>()
+        .map_err(|e| PipelineError::Invalid(format!("[loss]: {}", e.message().trim())))
+}
+
+/// What a finished pipeline run leaves besides the model: data counts, export and plots.
+pub struct RunSummary<B: AutodiffBackend> {
+    /// The trainer's outcome (model, steps, metrics path, last evaluation).
+    pub outcome: TrainOutcome<B>,
+    /// Where the rows went.
+    pub data: DataReport,
+    /// The held-out evaluation before the first step (fresh runs with held-out rows only).
+    pub initial_eval: Option<EvalRecord>,
+    /// The exported Hugging Face folder (`output_dir/final`), when the run finished.
+    pub final_dir: Option<PathBuf>,
+    /// The SVG plots drawn from `metrics.jsonl`.
+    pub plots: Vec<PathBuf>,
+    /// Why the plots could not be drawn, if they could not (the run itself succeeded).
+    pub plot_error: Option<String>,
+}
+
+fn model_dir(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+    config.model.path.clone().ok_or_else(|| {
+        PipelineError::Invalid(
+            "config key `model.path` is required: a Hugging Face model folder".into(),
+        )
+    })
+}
+
+fn train_file(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+    config.data.train.clone().ok_or_else(|| {
+        PipelineError::Invalid("config key `data.train` is required: a Parquet file".into())
+    })
+}
+
+/// The encoder a run's config describes.
+pub fn run_encoder(config: &TrainingConfig) -> Result<Encoder, PipelineError> {
+    encoder_for(
+        &model_dir(config)?,
+        config.model.tokenizer.as_deref(),
+        config.data.max_prompt_length,
+        config.data.max_length,
+    )
+}
+
+fn prepare_output(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+    let out = config.train.output_dir.clone();
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    let path = out.join("config.toml");
+    std::fs::write(&path, config.to_toml_string()?).map_err(io_err(&path))?;
+    Ok(out)
+}
+
+/// Held-out loss and metrics of `model` as an [`EvalRecord`] at `step`.
+pub fn eval_record<B: AutodiffBackend, O: Objective<B>>(
+    model: &CausalLm<B>,
+    objective: &O,
+    batch_size: usize,
+    step: u64,
+) -> Result<Option<EvalRecord>, PipelineError> {
+    Ok(
+        evaluate(model, objective, batch_size)?.map(|(loss, examples, metrics)| EvalRecord {
+            step,
+            epoch: 0.0,
+            loss,
+            examples,
+            metrics,
+        }),
+    )
+}
+
+/// Trains `model` on `objective`, then exports `output_dir/final` (with the tokenizer files) and
+/// plots the curves.
+fn finish_run<B: AutodiffBackend, O: Objective<B>>(
+    model: CausalLm<B>,
+    objective: &O,
+    config: &TrainingConfig,
+    options: &RunOptions,
+    data: DataReport,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let out = prepare_output(config)?;
+    let initial_eval = if options.resume {
+        None
+    } else {
+        eval_record(&model, objective, config.train.batch_size, 0)?
+    };
+    let outcome = train(model, objective, config, options, device)?;
+    let finished = options.stop_after.is_none_or(|s| s >= outcome.steps);
+    let final_dir = if finished {
+        let dir = out.join("final");
+        outcome.model.valid().save_pretrained(&dir)?;
+        let source = model_dir(config)?;
+        copy_tokenizer_files(&source, &dir)?;
+        if let Some(tokenizer) = &config.model.tokenizer {
+            let to = dir.join("tokenizer.json");
+            std::fs::copy(tokenizer, &to).map_err(io_err(tokenizer))?;
+        }
+        Some(dir)
+    } else {
+        None
+    };
+    let (plots, plot_error) = match plot_run(&outcome.metrics_path, &out) {
+        Ok(p) => (p, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(RunSummary {
+        outcome,
+        data,
+        initial_eval,
+        final_dir,
+        plots,
+        plot_error,
+    })
+}
+
+/// True when every pair carries precomputed reference log-probs.
+pub fn all_precomputed(pairs: &[TokenizedPair]) -> bool {
+    pairs
+        .iter()
+        .all(|p| p.ref_chosen_logp.is_some() && p.ref_rejected_logp.is_some())
+}
+
+/// DPO (or any pairwise preference loss of `[loss]`): policy from `model.path`; the reference is
+/// `model.reference`, else a frozen copy of the starting policy, else none when every pair has
+/// precomputed `ref_*_logp` columns or the loss needs no reference. Reference log-probs are
+/// computed once before the first step, so training holds one model.
+pub fn run_dpo<B: AutodiffBackend>(
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let model_path = model_dir(config)?;
+    let loss: PreferenceLoss = loss_from_table(&config.loss)?;
+    loss.validate()?;
+    let encoder = run_encoder(config)?;
+    let out = &config.train.output_dir;
+    let (mut train_pairs, mut eval_pairs, data) = load_pairs(
+        &train_file(config)?,
+        EvalSource::of(config),
+        &encoder,
+        &out.join("rejects.jsonl"),
+    )?;
+    let collator = collator_for(&encoder);
+    let policy = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    let precomputed = all_precomputed(&train_pairs) && all_precomputed(&eval_pairs);
+    if loss.needs_reference() && !precomputed {
+        let reference: CausalLm<B::InnerBackend> = match &config.model.reference {
+            Some(dir) => CausalLm::from_pretrained(dir, device)?,
+            None => policy.valid(),
+        };
+        let batch = config.train.batch_size;
+        precompute_reference(&reference, &mut train_pairs, &collator, batch, device);
+        precompute_reference(&reference, &mut eval_pairs, &collator, batch, device);
+    }
+    let objective = PreferenceObjective::<B> {
+        train: train_pairs,
+        eval: eval_pairs,
+        collator,
+        loss,
+        reference: None,
+        device: device.clone(),
+    };
+    finish_run(policy, &objective, config, options, data, device)
+}
+
+/// Supervised fine-tuning on `prompt` / `completion` rows (token-mean NLL of the completions).
+pub fn run_sft<B: AutodiffBackend>(
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let model_path = model_dir(config)?;
+    let encoder = run_encoder(config)?;
+    let out = &config.train.output_dir;
+    let (train_rows, eval_rows, data) = load_prompt_completions(
+        &train_file(config)?,
+        EvalSource::of(config),
+        &encoder,
+        &out.join("rejects.jsonl"),
+    )?;
+    let objective = SftObjective::<B> {
+        train: train_rows,
+        eval: eval_rows,
+        collator: collator_for(&encoder),
+        device: device.clone(),
+    };
+    let model = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    finish_run(model, &objective, config, options, data, device)
+}
+
+/// A Bradley-Terry reward model on pairs: the model of `model.path` gets a fresh reward head
+/// (unless it has one); held-out accuracy is in the evaluations (`accuracy`).
+pub fn run_reward<B: AutodiffBackend>(
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let model_path = model_dir(config)?;
+    let loss: RewardLoss = loss_from_table(&config.loss)?;
+    loss.validate()?;
+    let encoder = run_encoder(config)?;
+    let out = &config.train.output_dir;
+    let (train_pairs, eval_pairs, data) = load_pairs(
+        &train_file(config)?,
+        EvalSource::of(config),
+        &encoder,
+        &out.join("rejects.jsonl"),
+    )?;
+    // Seeded so that a resumed run builds the same head before loading the checkpoint.
+    B::seed(device, config.train.seed);
+    let mut model = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    if model.reward_head.is_none() {
+        model = model.with_reward_head(device);
+    }
+    let objective = RewardObjective::<B> {
+        train: train_pairs,
+        eval: eval_pairs,
+        collator: collator_for(&encoder),
+        loss,
+        device: device.clone(),
+    };
+    finish_run(model, &objective, config, options, data, device)
+}
+
+/// Counts of [`precompute_reference_file`]: `read = scored + rejected`, every row written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PrecomputeReport {
+    /// Rows read.
+    pub read: u64,
+    /// Rows written (all of them).
+    pub written: u64,
+    /// Rows whose reference log-probs were computed.
+    pub scored: u64,
+    /// Rows that could not be tokenized: written with null `ref_*_logp`, reasons in `rejects_path`.
+    pub rejected: u64,
+    /// The rejects file (JSON Lines), when any row was rejected.
+    pub rejects_path: Option<PathBuf>,
+}
+
+/// Lengths and batching of [`precompute_reference_file`].
+#[derive(Debug, Clone)]
+pub struct PrecomputeOptions {
+    /// A `tokenizer.json` other than the model folder's.
+    pub tokenizer: Option<PathBuf>,
+    /// Maximum prompt tokens (use the training run's value).
+    pub max_prompt_length: usize,
+    /// Maximum prompt + completion tokens (use the training run's value).
+    pub max_length: usize,
+    /// Pairs per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for PrecomputeOptions {
+    /// The model's tokenizer, the config defaults (256 / 512 tokens), 8 pairs per pass.
+    fn default() -> Self {
+        let data = crate::config::DataSection::default();
+        PrecomputeOptions {
+            tokenizer: None,
+            max_prompt_length: data.max_prompt_length,
+            max_length: data.max_length,
+            batch_size: 8,
+        }
+    }
+}
+
+/// Reads the pairs of `input`, computes the reference model's summed completion log-probs in
+/// batches and writes `output` with `ref_chosen_logp` / `ref_rejected_logp` added; `id`,
+/// `prompt`, `chosen`, `rejected` and `margin` are kept. Streams in chunks of rows.
+pub fn precompute_reference_file<B: Backend>(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    options: &PrecomputeOptions,
+    device: &B::Device,
+) -> Result<PrecomputeReport, PipelineError> {
+    let encoder = encoder_for(
+        model_dir,
+        options.tokenizer.as_deref(),
+        options.max_prompt_length,
+        options.max_length,
+    )?;
+    let collator = collator_for(&encoder);
+    let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
+    let (schema, _) = burnish_data::reader::parquet_schema(input)?;
+    let has = |name: &str| schema.column_with_name(name).is_some();
+    let (has_id, has_margin) = (has("id"), has("margin"));
+    let mut rejects = Rejects::new(burnish_data::convert::default_rejects_path(output));
+    let mut report = PrecomputeReport::default();
+    let mut writer: Option<PairWriter> = None;
+    let mut reader = ReaderBuilder::new().path(input).pairs()?;
+    let chunk_rows = options.batch_size.max(1) * 32;
+    loop {
+        let chunk: Vec<PreferencePair> =
+            reader.by_ref().take(chunk_rows).collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let encoded = encoder.encode_pairs(&chunk);
+        let (mut ok, mut slots) = (Vec::new(), Vec::new());
+        for (i, e) in encoded.into_iter().enumerate() {
+            match e {
+                Ok(t) => {
+                    ok.push(t);
+                    slots.push(i);
+                }
+                Err(err) => {
+                    report.rejected += 1;
+                    rejects.write(input, report.read as usize + i, &err.to_string())?;
+                }
+            }
+        }
+        precompute_reference(&model, &mut ok, &collator, options.batch_size, device);
+        let mut chunk = chunk;
+        for pair in chunk.iter_mut() {
+            pair.ref_chosen_logp = None;
+            pair.ref_rejected_logp = None;
+        }
+        for (t, i) in ok.iter().zip(&slots) {
+            chunk[*i].ref_chosen_logp = t.ref_chosen_logp;
+            chunk[*i].ref_rejected_logp = t.ref_rejected_logp;
+        }
+        report.read += chunk.len() as u64;
+        report.scored += ok.len() as u64;
+        for pair in chunk {
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => {
+                    let mut schema = PairSchema::of(&pair);
+                    schema.id = has_id;
+                    schema.margin = has_margin;
+                    schema.ref_logps = true;
+                    writer.insert(PairWriter::create(output, schema)?)
+                }
+            };
+            w.write(pair)?;
+        }
+    }
+    report.written = match writer {
+        Some(w) => w.finish()?,
+        None => {
+            return Err(PipelineError::Invalid(format!(
+                "{}: no rows to score",
+                input.display()
+            )));
+        }
+    };
+    report.rejects_path = rejects.finish()?;
+    Ok(report)
+}
+
+/// Which loss [`evaluate_file`] measures.
+#[derive(Debug, Clone)]
+pub enum EvalLoss {
+    /// A pairwise preference loss of the policy against a reference.
+    Preference(PreferenceLoss),
+    /// A reward model's Bradley-Terry loss and accuracy.
+    Reward(RewardLoss),
+}
+
+/// The result of [`evaluate_file`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEval {
+    /// The loss's `loss_type`.
+    pub loss_type: String,
+    /// Mean loss over the scored pairs.
+    pub loss: f64,
+    /// Pairs scored.
+    pub examples: u64,
+    /// Mean metrics (TRL's names).
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// Where the rows went (every row counts as held out).
+    pub data: DataReport,
+}
+
+/// Held-out loss and metrics of the model in `model_dir` on every pair of `data`. `loss: None`
+/// means Bradley-Terry for a model with a reward head, else DPO's sigmoid loss. A preference
+/// loss takes its reference log-probs from the file's `ref_*_logp` columns, else from the model
+/// in `reference`, else from the model itself (the starting point: margins of zero).
+pub fn evaluate_file<B: AutodiffBackend>(
+    model_dir: &Path,
+    reference: Option<&Path>,
+    data: &Path,
+    loss: Option<EvalLoss>,
+    options: &PrecomputeOptions,
+    device: &B::Device,
+) -> Result<FileEval, PipelineError> {
+    let encoder = encoder_for(
+        model_dir,
+        options.tokenizer.as_deref(),
+        options.max_prompt_length,
+        options.max_length,
+    )?;
+    let collator = collator_for(&encoder);
+    let rejects = burnish_data::convert::default_rejects_path(data);
+    let (_, mut pairs, report) = load_rows_all_eval(data, &encoder, &rejects)?;
+    let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
+    let batch = options.batch_size.max(1);
+    let loss = loss.unwrap_or_else(|| match model.reward_head {
+        Some(_) => EvalLoss::Reward(RewardLoss::default()),
+        None => EvalLoss::Preference(PreferenceLoss::default()),
+    });
+    let (name, result) = match loss {
+        EvalLoss::Preference(loss) => {
+            loss.validate()?;
+            if loss.needs_reference() && !all_precomputed(&pairs) {
+                let reference: CausalLm<B::InnerBackend> = match reference {
+                    Some(dir) => CausalLm::from_pretrained(dir, device)?,
+                    None => model.valid(),
+                };
+                precompute_reference(&reference, &mut pairs, &collator, batch, device);
+            }
+            let name = loss.name().to_string();
+            let objective = PreferenceObjective::<B> {
+                train: Vec::new(),
+                eval: pairs,
+                collator,
+                loss,
+                reference: None,
+                device: device.clone(),
+            };
+            (name, evaluate(&model, &objective, batch)?)
+        }
+        EvalLoss::Reward(loss) => {
+            loss.validate()?;
+            if model.reward_head.is_none() {
+                return Err(PipelineError::Invalid(format!(
+                    "{}: the model has no reward head (`score.weight`); train one with `burnish train reward`",
+                    model_dir.display()
+                )));
+            }
+            let name = loss.name().to_string();
+            let objective = RewardObjective::<B> {
+                train: Vec::new(),
+                eval: pairs,
+                collator,
+                loss,
+                device: device.clone(),
+            };
+            (name, evaluate(&model, &objective, batch)?)
+        }
+    };
+    let (loss, examples, metrics) = result.unwrap_or((f64::NAN, 0, Metrics::new()));
+    Ok(FileEval {
+        loss_type: name,
+        loss,
+        examples,
+        metrics: metrics.iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        data: report,
+    })
+}
+
+/// Every row of `data` as held out (train stays empty).
+fn load_rows_all_eval(
+    data: &Path,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<(Vec<TokenizedPair>, Vec<TokenizedPair>, DataReport), PipelineError> {
+    // Hold nothing out, then call every row held out.
+    let (all, _, mut report) = load_pairs(data, EvalSource::Fraction(0.0), encoder, rejects)?;
+    report.eval = report.train;
+    report.train = 0;
+    Ok((Vec::new(), all, report))
+}
