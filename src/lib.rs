@@ -3,7 +3,8 @@
 //! This facade re-exports the workspace crates so a library user depends on one crate:
 //! [`model`] (the backend-generic causal LM and Hugging Face checkpoints), [`losses`] (every
 //! preference loss as a pure function of log-probs) and [`data`] (Parquet preference data,
-//! chat templates, tokenization and collation), plus [`backend`], which picks the backend at
+//! chat templates, tokenization and collation), [`train`] (trainers, checkpoints, metrics,
+//! plots), plus [`backend`], which picks the backend at
 //! run time from `--device` or the cargo features.
 
 pub mod backend;
@@ -12,3 +13,4 @@ pub use burn;
 pub use burnish_data as data;
 pub use burnish_losses as losses;
 pub use burnish_model as model;
+pub use burnish_train as train;

@@ -48,7 +48,11 @@ fn score_json(logp: f64, tokens: usize) -> serde_json::Value {
 }
 
 /// Scores a batch of tokenized rows in one right-padded forward pass.
-fn score_batch<B: Backend>(model: &CausalLm<B>, rows: &[PromptCompletion], device: &B::Device) -> Vec<(f64, usize)> {
+fn score_batch<B: Backend>(
+    model: &CausalLm<B>,
+    rows: &[PromptCompletion],
+    device: &B::Device,
+) -> Vec<(f64, usize)> {
     let width = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let (mut ids, mut mask, mut completion) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
@@ -60,9 +64,16 @@ fn score_batch<B: Backend>(model: &CausalLm<B>, rows: &[PromptCompletion], devic
         }
     }
     let shape = [rows.len(), width];
-    let t = |v: Vec<i64>| Tensor::<B, 2, burnish::burn::tensor::Int>::from_data(TensorData::new(v, shape), device);
+    let t = |v: Vec<i64>| {
+        Tensor::<B, 2, burnish::burn::tensor::Int>::from_data(TensorData::new(v, shape), device)
+    };
     let scored = model.completion_logps(t(ids), t(mask), t(completion));
-    let logps = scored.logps.into_data().convert::<f64>().into_vec::<f64>().expect("f64");
+    let logps = scored
+        .logps
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("f64");
     logps
         .into_iter()
         .zip(rows)
@@ -89,9 +100,13 @@ impl Job for Scoring {
         let mut failed = 0usize;
         let mut pending: Vec<(usize, PromptCompletion)> = Vec::new();
         let total = rows.len();
-        let flush = |pending: &mut Vec<(usize, PromptCompletion)>, out: &mut BufWriter<_>| -> anyhow::Result<()> {
+        let flush = |pending: &mut Vec<(usize, PromptCompletion)>,
+                     out: &mut BufWriter<_>|
+         -> anyhow::Result<()> {
             let batch: Vec<PromptCompletion> = pending.iter().map(|(_, r)| r.clone()).collect();
-            for ((row, _), (logp, tokens)) in pending.iter().zip(score_batch(&model, &batch, &device)) {
+            for ((row, _), (logp, tokens)) in
+                pending.iter().zip(score_batch(&model, &batch, &device))
+            {
                 let mut line = score_json(logp, tokens);
                 line["row"] = json!(row);
                 writeln!(out, "{line}")?;
@@ -105,7 +120,11 @@ impl Job for Scoring {
                 Err(err) => {
                     failed += 1;
                     flush(&mut pending, &mut out)?;
-                    writeln!(out, "{}", json!({"row": index, "error": format!("{err:#}")}))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"row": index, "error": format!("{err:#}")})
+                    )?;
                 }
             }
             if pending.len() >= args.batch_size.max(1) {
@@ -115,7 +134,10 @@ impl Job for Scoring {
         flush(&mut pending, &mut out)?;
         out.flush()?;
         if failed > 0 {
-            bail!("{}: {failed} of {total} rows could not be scored (their lines hold the reason)", input.display());
+            bail!(
+                "{}: {failed} of {total} rows could not be scored (their lines hold the reason)",
+                input.display()
+            );
         }
         Ok(())
     }
@@ -151,8 +173,27 @@ fn parse_row(line: &str) -> anyhow::Result<(String, String)> {
     Ok((field("prompt")?, field("completion")?))
 }
 
+/// Reads `prompt` / `completion` rows of a Parquet file; a conversational row (message lists) is
+/// an error in its place, since scoring takes the text as it is.
 fn read_parquet_rows(path: &PathBuf) -> anyhow::Result<Vec<anyhow::Result<(String, String)>>> {
-    bail!("{}: Parquet input is not wired yet (PENDING burnish-data reader)", path.display())
+    use burnish::data::{Content, ReaderBuilder};
+    let reader = ReaderBuilder::new()
+        .path(path)
+        .prompt_completions()
+        .with_context(|| format!("{}", path.display()))?;
+    let mut rows = Vec::new();
+    for (n, row) in reader.enumerate() {
+        let row = row.with_context(|| format!("{}: row {n}", path.display()))?;
+        rows.push(match (row.prompt, row.completion) {
+            (Content::Text(p), Content::Text(c)) => Ok((p, c)),
+            _ => Err(anyhow::anyhow!(
+                "{}: row {n} is conversational (message lists); logprobs scores plain text, \
+                 render it with the chat template first",
+                path.display()
+            )),
+        });
+    }
+    Ok(rows)
 }
 
 /// Runs `burnish logprobs`.

@@ -4,9 +4,12 @@
 //! file only parses the command line and reports errors as one line with a non-zero exit.
 
 mod convert;
+mod eval;
 mod generate;
 mod inspect;
 mod logprobs;
+mod precompute_ref;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +33,13 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Print a data set's schema, row count, length percentiles and sample rows.
     Inspect(inspect::InspectArgs),
+    /// Train: `train sft|dpo|reward --config FILE [--set key=value]... [--resume]`.
+    Train(train::TrainArgs),
+    /// Cache a reference model's log-probs in a pairwise Parquet file (ref_chosen_logp /
+    /// ref_rejected_logp), so DPO training holds one model.
+    PrecomputeRef(precompute_ref::PrecomputeRefArgs),
+    /// Held-out loss and metrics of a model on a pairwise Parquet file, as JSON.
+    Eval(eval::EvalArgs),
 }
 
 fn main() {
@@ -39,6 +49,9 @@ fn main() {
         Command::Generate(args) => generate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Train(args) => train::run(args),
+        Command::PrecomputeRef(args) => precompute_ref::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,0 +1,101 @@
+//! `burnish eval`: held-out loss and metrics of a model on a pairwise Parquet file, as JSON.
+//!
+//! A model with a reward head is scored as a reward model (Bradley-Terry loss, `accuracy`);
+//! otherwise as a policy under a preference loss (DPO's sigmoid by default), against the file's
+//! precomputed reference log-probs, a `--reference` model, or the model itself.
+
+use std::path::PathBuf;
+
+use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
+use burnish::burn::tensor::backend::AutodiffBackend;
+use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, loss_from_table};
+
+/// Arguments of `burnish eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A Hugging Face model folder (a `burnish train` run's `final/`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Pairwise Parquet file (`prompt`, `chosen`, `rejected`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The loss: bradley_terry for a reward model, or a preference loss (sigmoid, ipo, ...);
+    /// default: bradley_terry when the model has a reward head, else sigmoid.
+    #[arg(long)]
+    pub loss_type: Option<String>,
+    /// The preference loss's beta (its default when not given).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// The reference model of a preference loss (default: the file's ref columns, else the model).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Maximum prompt + completion tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    /// Maximum prompt tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_prompt_length: usize,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+}
+
+struct Evaluation {
+    args: EvalArgs,
+    loss: Option<EvalLoss>,
+}
+
+impl TrainJob for Evaluation {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+        let a = self.args;
+        let options = PrecomputeOptions {
+            tokenizer: None,
+            max_prompt_length: a.max_prompt_length,
+            max_length: a.max_length,
+            batch_size: a.batch_size,
+        };
+        let result = evaluate_file::<B>(
+            &a.model,
+            a.reference.as_deref(),
+            &a.data,
+            self.loss,
+            &options,
+            &device,
+        )?;
+        println!("{}", serde_json::to_string(&result)?);
+        Ok(())
+    }
+}
+
+/// The loss the flags name, `None` to let the model decide.
+fn loss_of(args: &EvalArgs) -> anyhow::Result<Option<EvalLoss>> {
+    let Some(name) = &args.loss_type else {
+        anyhow::ensure!(args.beta.is_none(), "--beta needs --loss-type");
+        return Ok(None);
+    };
+    let mut table = toml::Table::new();
+    table.insert("loss_type".into(), toml::Value::String(name.clone()));
+    if name == "bradley_terry" {
+        anyhow::ensure!(
+            args.beta.is_none(),
+            "--beta does not apply to bradley_terry"
+        );
+        return Ok(Some(EvalLoss::Reward(loss_from_table(&table)?)));
+    }
+    if let Some(beta) = args.beta {
+        table.insert("beta".into(), toml::Value::Float(beta));
+    }
+    Ok(Some(EvalLoss::Preference(loss_from_table(&table)?)))
+}
+
+/// Runs `burnish eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let loss = loss_of(&args)?;
+    let device = args.device;
+    dispatch_train(device, Evaluation { args, loss })
+}

@@ -1,0 +1,82 @@
+//! `burnish precompute-ref`: cache a reference model's log-probs in a pairwise Parquet file.
+//!
+//! Writes a copy of the input with `ref_chosen_logp` / `ref_rejected_logp` added (the other
+//! columns kept), so a DPO run on it holds one model instead of two. Use the training run's
+//! `--max-length` / `--max-prompt-length`: the cached values are for the truncated sequences.
+
+use std::path::PathBuf;
+
+use burnish::backend::{DeviceKind, Job, dispatch};
+use burnish::burn::tensor::backend::Backend;
+use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file};
+
+/// Arguments of `burnish precompute-ref`.
+#[derive(clap::Args, Debug)]
+pub struct PrecomputeRefArgs {
+    /// The reference model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Pairwise Parquet file (`prompt`, `chosen`, `rejected`).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The Parquet file to write.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Maximum prompt + completion tokens (as in training).
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    /// Maximum prompt tokens (as in training).
+    #[arg(long, default_value_t = 256)]
+    pub max_prompt_length: usize,
+    /// A tokenizer.json other than the model folder's.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+}
+
+struct Precompute {
+    args: PrecomputeRefArgs,
+}
+
+impl Job for Precompute {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+        let a = self.args;
+        let options = PrecomputeOptions {
+            tokenizer: a.tokenizer,
+            max_prompt_length: a.max_prompt_length,
+            max_length: a.max_length,
+            batch_size: a.batch_size,
+        };
+        let report =
+            precompute_reference_file::<B>(&a.model, &a.input, &a.output, &options, &device)?;
+        println!(
+            "{}: {} rows read, {} written, {} scored, {} could not be tokenized{}",
+            a.output.display(),
+            report.read,
+            report.written,
+            report.scored,
+            report.rejected,
+            report
+                .rejects_path
+                .as_ref()
+                .map_or(String::new(), |p| format!(
+                    " (see {}; their ref columns are null)",
+                    p.display()
+                ))
+        );
+        Ok(())
+    }
+}
+
+/// Runs `burnish precompute-ref`.
+pub fn run(args: PrecomputeRefArgs) -> anyhow::Result<()> {
+    let device = args.device;
+    dispatch(device, Precompute { args })
+}

@@ -1,0 +1,127 @@
+//! `burnish train sft|dpo|reward`: one training run described by a TOML config.
+//!
+//! The run itself is `burnish::train::pipeline` (the same entry points the examples call); this
+//! file reads the config with its `--set` overrides, picks the backend and prints a summary:
+//! where the rows went, the last held-out evaluation, and the files written.
+
+use std::path::PathBuf;
+
+use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
+use burnish::burn::tensor::backend::AutodiffBackend;
+use burnish::train::config::TrainingConfig;
+use burnish::train::pipeline::{RunSummary, run_dpo, run_reward, run_sft};
+use burnish::train::trainer::RunOptions;
+
+/// What to train.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Supervised fine-tuning on `prompt` / `completion` rows.
+    Sft,
+    /// DPO or any pairwise preference loss (`[loss] loss_type`) on `prompt` / `chosen` / `rejected`.
+    Dpo,
+    /// A Bradley-Terry reward model on pairs.
+    Reward,
+}
+
+/// Arguments of `burnish train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// sft, dpo or reward.
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// The run's TOML config ([model], [data], [optimizer], [schedule], [train], [loss]).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set optimizer.lr=1e-5` (repeatable; later wins).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from the latest checkpoint in `train.output_dir`.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// Print no progress.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+struct Training {
+    kind: Kind,
+    config: TrainingConfig,
+    options: RunOptions,
+}
+
+impl TrainJob for Training {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+        let (config, options) = (&self.config, &self.options);
+        let summary: RunSummary<B> = match self.kind {
+            Kind::Sft => run_sft(config, options, &device)?,
+            Kind::Dpo => run_dpo(config, options, &device)?,
+            Kind::Reward => run_reward(config, options, &device)?,
+        };
+        print_summary(&summary);
+        Ok(())
+    }
+}
+
+fn print_summary<B: AutodiffBackend>(summary: &RunSummary<B>) {
+    let d = &summary.data;
+    println!(
+        "data: {} rows read, {} used ({} train, {} held out), {} rejected{}",
+        d.read,
+        d.used,
+        d.train,
+        d.eval,
+        d.rejected,
+        d.rejects_path
+            .as_ref()
+            .map_or(String::new(), |p| format!(" (see {})", p.display()))
+    );
+    let show = |what: &str, e: &burnish::train::metrics_log::EvalRecord| {
+        let metrics: Vec<String> = e
+            .metrics
+            .iter()
+            .map(|(n, v)| format!("{n} {v:.4}"))
+            .collect();
+        println!(
+            "{what}: loss {:.4} on {} held-out examples; {}",
+            e.loss,
+            e.examples,
+            metrics.join(", ")
+        );
+    };
+    if let Some(e) = &summary.initial_eval {
+        show("before training", e);
+    }
+    if let Some(e) = &summary.outcome.last_eval {
+        show(&format!("after step {}", e.step), e);
+    }
+    println!("metrics: {}", summary.outcome.metrics_path.display());
+    if let Some(dir) = &summary.final_dir {
+        println!("model: {}", dir.display());
+    }
+    for plot in &summary.plots {
+        println!("plot: {}", plot.display());
+    }
+    if let Some(err) = &summary.plot_error {
+        eprintln!("warning: no plots: {err}");
+    }
+}
+
+/// Runs `burnish train`.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = TrainingConfig::from_file(&args.config, &args.set)?;
+    let job = Training {
+        kind: args.kind,
+        config,
+        options: RunOptions {
+            resume: args.resume,
+            stop_after: None,
+            quiet: args.quiet,
+        },
+    };
+    dispatch_train(args.device, job)
+}
