@@ -402,3 +402,85 @@ fn killed_run_resumes_to_the_same_weights() {
     let steps_logged = metrics.lines().filter(|l| l.contains("grad_norm")).count();
     assert_eq!(steps_logged as u64, steps, "{metrics}");
 }
+
+#[test]
+fn train_reward_then_eval_reports_held_out_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 40);
+    let config = write_config(dir.path(), &data, 6, 0);
+    let o = burnish(&[
+        "train",
+        "reward",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "loss.loss_type=bradley_terry",
+        "--set",
+        "loss.beta=0.1",
+    ]);
+    assert!(!o.status.success(), "beta is not a reward-loss key");
+    assert!(text(&o).contains("beta"), "{}", text(&o));
+    let config = write_config(dir.path(), &data, 6, 0);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace(
+            "loss_type = \"sigmoid\"\nbeta = 0.1",
+            "loss_type = \"bradley_terry\"",
+        ),
+    )
+    .unwrap();
+    let o = burnish(&[
+        "train",
+        "reward",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("accuracy"), "{}", text(&o));
+    let o = burnish(&[
+        "eval",
+        "--model",
+        dir.path().join("run/final").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-length",
+        "40",
+        "--max-prompt-length",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["loss_type"], "bradley_terry", "{v}");
+    let acc = v["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{v}");
+}
+
+#[test]
+fn train_sft_on_prompt_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sft.parquet");
+    let mut w = PromptCompletionWriter::create(&data, false, false).unwrap();
+    for p in pairs(24) {
+        w.write(PromptCompletion::new(p.prompt, p.chosen)).unwrap();
+    }
+    w.finish().unwrap();
+    let config = write_config(dir.path(), &data, 4, 0);
+    let o = burnish(&[
+        "train",
+        "sft",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "loss={}",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let metrics = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert!(
+        metrics.lines().next().unwrap().contains("\"nll\""),
+        "{metrics}"
+    );
+    assert!(dir.path().join("run/final/model.safetensors").is_file());
+}
