@@ -30,7 +30,9 @@ impl FromStr for DeviceKind {
             "cpu" => Ok(Self::Cpu),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda),
-            other => Err(format!("unknown device {other:?} (expected cpu, wgpu or cuda)")),
+            other => Err(format!(
+                "unknown device {other:?} (expected cpu, wgpu or cuda)"
+            )),
         }
     }
 }
@@ -71,7 +73,10 @@ pub trait TrainJob {
     /// What the job returns.
     type Output;
     /// Runs the job on autodiff backend `B`.
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(
+        self,
+        device: B::Device,
+    ) -> anyhow::Result<Self::Output>;
 }
 
 fn not_built(kind: DeviceKind) -> anyhow::Error {
@@ -80,7 +85,9 @@ fn not_built(kind: DeviceKind) -> anyhow::Error {
         DeviceKind::Wgpu => "wgpu",
         DeviceKind::Cuda => "cuda",
     };
-    anyhow::anyhow!("this build of burnish has no {kind} backend; rebuild with `--features {feature}`")
+    anyhow::anyhow!(
+        "this build of burnish has no {kind} backend; rebuild with `--features {feature}`"
+    )
 }
 
 /// Runs an inference job on the backend `kind` names.

@@ -68,7 +68,11 @@ impl Job for Generation {
             "{} new tokens in {seconds:.2}s ({:.1} tokens/s, {})",
             new.len(),
             new.len() as f64 / seconds,
-            if config.use_cache { "KV cache" } else { "no cache" }
+            if config.use_cache {
+                "KV cache"
+            } else {
+                "no cache"
+            }
         );
         Ok(())
     }
