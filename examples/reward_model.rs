@@ -196,8 +196,7 @@ impl TrainJob for Example {
         }
         if let Some(last) = std::fs::read_to_string(&summary.outcome.metrics_path)?
             .lines()
-            .filter(|l| l.contains("\"train\""))
-            .next_back()
+            .rfind(|l| l.contains("\"train\""))
         {
             let v: serde_json::Value = serde_json::from_str(last)?;
             println!(
