@@ -484,3 +484,35 @@ fn train_sft_on_prompt_completions() {
     );
     assert!(dir.path().join("run/final/model.safetensors").is_file());
 }
+
+#[test]
+fn rows_that_do_not_encode_are_counted_and_written_to_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    let mut rows = pairs(12);
+    rows[5].chosen = "".into();
+    let mut w = PairWriter::create(&data, PairSchema::of(&rows[0])).unwrap();
+    for p in rows {
+        w.write(p).unwrap();
+    }
+    w.finish().unwrap();
+    let config = write_config(dir.path(), &data, 1, 0);
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("12 rows read, 11 used") && text(&o).contains("1 rejected"),
+        "{}",
+        text(&o)
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("run/rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    let v: serde_json::Value = serde_json::from_str(rejects.trim()).unwrap();
+    assert_eq!(v["row"], 5, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("chosen"), "{v}");
+}
