@@ -9,8 +9,10 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
-use burnish_data::{Collator, TokenizedPair, TokenizedPromptCompletion};
-use burnish_losses::{PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs};
+use burnish_data::{Collator, Ranking, TokenizedList, TokenizedPair, TokenizedPromptCompletion};
+use burnish_losses::{
+    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs, ranks_from_scores,
+};
 use burnish_model::{CausalLm, split_pair};
 
 use crate::batch::{TokenTensors, vector};
@@ -244,6 +246,110 @@ impl<B: AutodiffBackend> BatchObjective<B> for RewardObjective<B> {
             inputs = inputs.with_margin(vector::<B>(margins, &self.device));
         }
         let output = self.loss.pairwise(&inputs)?;
+        Ok(BatchLoss {
+            metrics: output.metrics_f64(),
+            loss: output.loss,
+            tokens: tokens.real_tokens,
+        })
+    }
+}
+
+/// Ranks (0 = best, ties equal) of a ranking given as ranks or as scores.
+fn ranks_of(ranking: &Ranking) -> Result<Vec<usize>, TrainError> {
+    match ranking {
+        Ranking::Ranks(ranks) => ranks
+            .iter()
+            .map(|&r| {
+                usize::try_from(r).map_err(|_| TrainError::Other(format!("negative rank {r}")))
+            })
+            .collect(),
+        Ranking::Scores(scores) => Ok(ranks_from_scores(scores)),
+    }
+}
+
+/// Listwise preference optimisation (PRO, Plackett-Luce DPO) on prompts with several ranked
+/// responses. All responses of a batch run in one forward pass; their summed log-probs are laid
+/// out as `[prompts, max_responses]` for the loss (the loss masks each prompt's padding).
+pub struct ListwiseObjective<B: AutodiffBackend> {
+    /// Training rows.
+    pub train: Vec<TokenizedList>,
+    /// Held-out rows.
+    pub eval: Vec<TokenizedList>,
+    /// Padding policy.
+    pub collator: Collator,
+    /// A listwise loss (`pro`, `plackett_luce`).
+    pub loss: PreferenceLoss,
+    /// The frozen reference, for losses that need one.
+    pub reference: Option<CausalLm<B::InnerBackend>>,
+    /// Where batches go.
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> BatchObjective<B> for ListwiseObjective<B> {
+    type Row = TokenizedList;
+
+    fn splits(&self) -> (&[TokenizedList], &[TokenizedList]) {
+        (&self.train, &self.eval)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        rows: &[TokenizedList],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let batch = self.collator.collate_lists(rows);
+        let tokens = TokenTensors::<B>::from_sequences(&batch.sequences, &self.device);
+        let prompts = rows.len();
+        let width = rows.iter().map(|r| r.response_ids.len()).max().unwrap_or(0);
+        // Index of each [prompt, slot] in the flat list of responses; padding slots repeat the
+        // prompt's first response and are masked by the loss.
+        let mut index = Vec::with_capacity(prompts * width);
+        let mut lengths = Vec::with_capacity(prompts * width);
+        for p in 0..prompts {
+            let (start, end) = (batch.offsets[p], batch.offsets[p + 1]);
+            for k in 0..width {
+                let i = if start + k < end { start + k } else { start };
+                index.push(i as i64);
+                lengths.push(batch.sequences.completion_lengths[i] as f32);
+            }
+        }
+        let index = Tensor::<B, 1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(index, [prompts * width]),
+            &self.device,
+        );
+        let lay_out = |flat: Tensor<B, 1>| flat.select(0, index.clone()).reshape([prompts, width]);
+        let policy = model.completion_logps(
+            tokens.input_ids.clone(),
+            tokens.attention_mask.clone(),
+            tokens.completion_mask.clone(),
+        );
+        let ranks = batch
+            .rankings
+            .iter()
+            .map(ranks_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut inputs = ListwiseInputs::new(
+            lay_out(policy.logps),
+            vector::<B>(&lengths, &self.device).reshape([prompts, width]),
+            ranks,
+        );
+        if self.loss.needs_reference() {
+            let reference = self.reference.as_ref().ok_or_else(|| {
+                TrainError::Other(format!(
+                    "loss `{}` needs a reference model",
+                    self.loss.name()
+                ))
+            })?;
+            let inner =
+                TokenTensors::<B::InnerBackend>::from_sequences(&batch.sequences, &self.device);
+            let scored = reference.completion_logps(
+                inner.input_ids,
+                inner.attention_mask,
+                inner.completion_mask,
+            );
+            inputs = inputs.with_reference(lay_out(Tensor::from_inner(scored.logps)));
+        }
+        let output = self.loss.listwise(&inputs)?;
         Ok(BatchLoss {
             metrics: output.metrics_f64(),
             loss: output.loss,
