@@ -15,86 +15,26 @@
 //! `cargo run --release --example dpo_from_parquet` (`--features wgpu` or `cuda` for a GPU).
 //! Everything it writes goes to `runs/examples/dpo_from_parquet/`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::tensor::backend::AutodiffBackend;
 use burnish::burn::tensor::{Int, Tensor, TensorData};
-use burnish::data::convert::{ConvertOptions, convert};
-use burnish::data::formats::InputFormat;
-use burnish::data::{Content, PairSchema, PairWriter, PreferencePair, ReaderBuilder};
+use burnish::data::ReaderBuilder;
 use burnish::model::{CausalLm, TextTokenizer};
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file, run_dpo};
 use burnish::train::trainer::RunOptions;
+use common::{make_pairs, section};
 
 const MODEL: &str = "crates/burnish-model/tests/fixtures/hf/gpt2";
-const SAMPLE: &str = "crates/burnish-data/tests/fixtures/llamafactory_dpo_en_demo.json";
 const OUT: &str = "runs/examples/dpo_from_parquet";
 /// The checkpoint has 64 positions: prompt + completion must fit.
 const MAX_LENGTH: usize = 64;
 const MAX_PROMPT_LENGTH: usize = 32;
-
-fn section(title: &str) {
-    println!("\n## {title}");
-}
-
-/// A conversation as plain text: `role: content` lines, ending with the assistant's turn.
-fn flatten_prompt(c: &Content) -> String {
-    format!("{}\nassistant:", c.to_display_text())
-}
-
-/// A completion (one assistant message, or text) as the text after `assistant:`.
-fn flatten_completion(c: &Content) -> String {
-    match c {
-        Content::Text(t) => format!(" {t}"),
-        Content::Messages(m) => {
-            let text: Vec<&str> = m.iter().map(|m| m.content.as_str()).collect();
-            format!(" {}", text.join("\n"))
-        }
-    }
-}
-
-/// Converts the LLaMA-Factory sample to `out/pairs.parquet` (plain-text prompt/chosen/rejected).
-fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
-    let raw = out.join("llamafactory.parquet");
-    let report = convert(
-        &[PathBuf::from(SAMPLE)],
-        &raw,
-        &ConvertOptions::new(InputFormat::ShareGpt, &raw),
-    )?;
-    println!(
-        "converted {SAMPLE}: {} records read, {} pairs written, {} rejected",
-        report.read, report.written, report.rejected
-    );
-    // The tiny checkpoint has no chat template, so the conversations become plain text.
-    let pairs: Vec<PreferencePair> = ReaderBuilder::new()
-        .path(&raw)
-        .pairs()?
-        .collect::<Result<_, _>>()?;
-    let path = out.join("pairs.parquet");
-    let mut writer: Option<PairWriter> = None;
-    for (i, p) in pairs.into_iter().enumerate() {
-        let mut flat = PreferencePair::new(
-            flatten_prompt(&p.prompt),
-            flatten_completion(&p.chosen),
-            flatten_completion(&p.rejected),
-        );
-        flat.id = Some(p.id.unwrap_or_else(|| format!("llamafactory-{i}")));
-        let w = match writer.as_mut() {
-            Some(w) => w,
-            None => writer.insert(PairWriter::create(&path, PairSchema::of(&flat))?),
-        };
-        w.write(flat)?;
-    }
-    let rows = writer.map(|w| w.finish()).transpose()?.unwrap_or(0);
-    println!(
-        "flattened to plain text: {rows} pairs in {}",
-        path.display()
-    );
-    Ok(path)
-}
 
 fn show_eval(when: &str, e: &EvalRecord) {
     let m = |k: &str| e.metrics.get(k).unwrap_or(f64::NAN);

@@ -17,80 +17,24 @@
 //! in mind. Run it with `cargo run --release --example reward_model` (`--features wgpu` or
 //! `cuda` for a GPU). Everything it writes goes to `runs/examples/reward_model/`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::tensor::backend::AutodiffBackend;
-use burnish::data::convert::{ConvertOptions, convert};
-use burnish::data::formats::InputFormat;
-use burnish::data::{Content, PairSchema, PairWriter, PreferencePair, ReaderBuilder};
 use burnish::losses::RewardLoss;
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, run_reward};
 use burnish::train::trainer::RunOptions;
+use common::{make_pairs, section};
 
 const MODEL: &str = "crates/burnish-model/tests/fixtures/hf/gpt2";
-const SAMPLE: &str = "crates/burnish-data/tests/fixtures/llamafactory_dpo_en_demo.json";
 const OUT: &str = "runs/examples/reward_model";
 /// The checkpoint has 64 positions: prompt + response must fit.
 const MAX_LENGTH: usize = 64;
 const MAX_PROMPT_LENGTH: usize = 32;
-
-fn section(title: &str) {
-    println!("\n## {title}");
-}
-
-/// A completion (one assistant message, or text) as the text after `assistant:`.
-fn flatten_completion(c: &Content) -> String {
-    match c {
-        Content::Text(t) => format!(" {t}"),
-        Content::Messages(m) => {
-            let text: Vec<&str> = m.iter().map(|m| m.content.as_str()).collect();
-            format!(" {}", text.join("\n"))
-        }
-    }
-}
-
-/// Converts the LLaMA-Factory sample to `out/pairs.parquet` (plain-text prompt/chosen/rejected).
-fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
-    let raw = out.join("llamafactory.parquet");
-    let report = convert(
-        &[PathBuf::from(SAMPLE)],
-        &raw,
-        &ConvertOptions::new(InputFormat::ShareGpt, &raw),
-    )?;
-    println!(
-        "converted {SAMPLE}: {} records read, {} pairs written, {} rejected",
-        report.read, report.written, report.rejected
-    );
-    let pairs: Vec<PreferencePair> = ReaderBuilder::new()
-        .path(&raw)
-        .pairs()?
-        .collect::<Result<_, _>>()?;
-    let path = out.join("pairs.parquet");
-    let mut writer: Option<PairWriter> = None;
-    for (i, p) in pairs.into_iter().enumerate() {
-        // The tiny checkpoint has no chat template: `role: content` lines, then `assistant:`.
-        let mut flat = PreferencePair::new(
-            format!("{}\nassistant:", p.prompt.to_display_text()),
-            flatten_completion(&p.chosen),
-            flatten_completion(&p.rejected),
-        );
-        flat.id = Some(p.id.unwrap_or_else(|| format!("llamafactory-{i}")));
-        let w = match writer.as_mut() {
-            Some(w) => w,
-            None => writer.insert(PairWriter::create(&path, PairSchema::of(&flat))?),
-        };
-        w.write(flat)?;
-    }
-    let rows = writer.map(|w| w.finish()).transpose()?.unwrap_or(0);
-    println!(
-        "flattened to plain text: {rows} pairs in {}",
-        path.display()
-    );
-    Ok(path)
-}
 
 fn accuracy(e: &EvalRecord) -> f64 {
     e.metrics.get("accuracy").unwrap_or(f64::NAN)
