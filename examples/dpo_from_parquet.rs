@@ -20,9 +20,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::burn::tensor::backend::AutodiffBackend;
 use burnish::burn::tensor::{Int, Tensor, TensorData};
 use burnish::data::ReaderBuilder;
+use burnish::model::ModelAutodiffBackend;
 use burnish::model::{CausalLm, TextTokenizer};
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
@@ -77,7 +77,7 @@ struct Example;
 impl TrainJob for Example {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let out = PathBuf::from(OUT);
         if out.exists() {
             std::fs::remove_dir_all(&out)?;

@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::module::AutodiffModule;
-use burnish::burn::tensor::backend::{AutodiffBackend, Backend};
 use burnish::data::{Collator, ReaderBuilder, TokenizedPair, TokenizedPromptCompletion};
 use burnish::losses::PreferenceLoss;
 use burnish::model::{CausalLm, ModelConfig, SamplingConfig, TextTokenizer};
+use burnish::model::{ModelAutodiffBackend, ModelBackend};
 use burnish::train::batch::TokenTensors;
 use burnish::train::config::TrainingConfig;
 use burnish::train::objectives::{PreferenceObjective, SftObjective};
@@ -78,7 +78,7 @@ fn config(out: &Path, toml: &str) -> anyhow::Result<TrainingConfig> {
 }
 
 /// Samples one continuation per prefix from `model`, `batch` prefixes at a time.
-fn sample<B: Backend>(
+fn sample<B: ModelBackend>(
     model: &CausalLm<B>,
     prefixes: &[Vec<u32>],
     eos: u32,
@@ -100,7 +100,7 @@ fn sample<B: Backend>(
 }
 
 /// Summed log-probs of each completion after its prefix under `model`.
-fn completion_logps<B: Backend>(
+fn completion_logps<B: ModelBackend>(
     model: &CausalLm<B>,
     prefixes: &[Vec<u32>],
     completions: &[Vec<u32>],
@@ -137,7 +137,7 @@ struct Quickstart;
 impl TrainJob for Quickstart {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let started = Instant::now();
         let out = PathBuf::from(OUT);
         std::fs::create_dir_all(&out)?;

@@ -22,8 +22,8 @@ mod common;
 use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::burn::tensor::backend::AutodiffBackend;
 use burnish::losses::RewardLoss;
+use burnish::model::ModelAutodiffBackend;
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, run_reward};
@@ -55,7 +55,7 @@ struct Example;
 impl TrainJob for Example {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let out = PathBuf::from(OUT);
         if out.exists() {
             std::fs::remove_dir_all(&out)?;

@@ -1,14 +1,14 @@
 //! Picking the backend at run time: `--device cpu|wgpu|cuda` on the command line, or the cargo
 //! feature an example was built with.
 //!
-//! Model code is generic over `B: Backend`; a job says what to run for any backend and
+//! Model code is generic over `B: ModelBackend` (burn's `Backend` plus burnish's fused ops); a job says what to run for any backend and
 //! [`dispatch`] monomorphises it for the one asked for. A backend that was not compiled in is a
 //! clear error naming the cargo feature to enable.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::Backend;
+use burnish_model::{ModelAutodiffBackend, ModelBackend};
 
 /// Where tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,7 +65,7 @@ pub trait Job {
     /// What the job returns.
     type Output;
     /// Runs the job on backend `B`.
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+    fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
 }
 
 /// Work that needs gradients: it runs on `Autodiff<B>` of the chosen backend.
@@ -73,10 +73,7 @@ pub trait TrainJob {
     /// What the job returns.
     type Output;
     /// Runs the job on autodiff backend `B`.
-    fn run<B: burn::tensor::backend::AutodiffBackend>(
-        self,
-        device: B::Device,
-    ) -> anyhow::Result<Self::Output>;
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
 }
 
 fn not_built(kind: DeviceKind) -> anyhow::Error {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::burn::tensor::backend::AutodiffBackend;
+use burnish::model::ModelAutodiffBackend;
 use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, loss_from_table};
 
 /// Arguments of `burnish eval`.
@@ -51,7 +51,7 @@ struct Evaluation {
 impl TrainJob for Evaluation {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let a = self.args;
         let options = PrecomputeOptions {
             tokenizer: None,

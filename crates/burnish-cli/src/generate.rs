@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burnish::backend::{DeviceKind, Job, dispatch};
-use burnish::burn::tensor::backend::Backend;
+use burnish::model::ModelBackend;
 use burnish::model::{CausalLm, SamplingConfig, TextTokenizer};
 
 /// Arguments of `burnish generate`.
@@ -46,7 +46,7 @@ struct Generation {
 impl Job for Generation {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self.args;
         let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use burnish::backend::{DeviceKind, Job, dispatch};
-use burnish::burn::tensor::backend::Backend;
 use burnish::burn::tensor::{Tensor, TensorData};
+use burnish::model::ModelBackend;
 use burnish::model::{CausalLm, PromptCompletion, TextTokenizer};
 use serde_json::json;
 
@@ -48,7 +48,7 @@ fn score_json(logp: f64, tokens: usize) -> serde_json::Value {
 }
 
 /// Scores a batch of tokenized rows in one right-padded forward pass.
-fn score_batch<B: Backend>(
+fn score_batch<B: ModelBackend>(
     model: &CausalLm<B>,
     rows: &[PromptCompletion],
     device: &B::Device,
@@ -84,7 +84,7 @@ fn score_batch<B: Backend>(
 impl Job for Scoring {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self.args;
         let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, Job, dispatch};
-use burnish::burn::tensor::backend::Backend;
+use burnish::model::ModelBackend;
 use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file};
 
 /// Arguments of `burnish precompute-ref`.
@@ -46,7 +46,7 @@ struct Precompute {
 impl Job for Precompute {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let a = self.args;
         let options = PrecomputeOptions {
             tokenizer: a.tokenizer,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::burn::tensor::backend::AutodiffBackend;
+use burnish::model::ModelAutodiffBackend;
 use burnish::train::config::TrainingConfig;
 use burnish::train::pipeline::{RunSummary, run_dpo, run_reward, run_sft};
 use burnish::train::trainer::RunOptions;
@@ -55,7 +55,7 @@ struct Training {
 impl TrainJob for Training {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+    fn run<B: ModelAutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let (config, options) = (&self.config, &self.options);
         let summary: RunSummary<B> = match self.kind {
             Kind::Sft => run_sft(config, options, &device)?,
@@ -67,7 +67,7 @@ impl TrainJob for Training {
     }
 }
 
-fn print_summary<B: AutodiffBackend>(summary: &RunSummary<B>) {
+fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
     let d = &summary.data;
     println!(
         "data: {} rows read, {} used ({} train, {} held out), {} rejected{}",

@@ -4,8 +4,8 @@
 //! ([`CausalLm::from_pretrained`]) with the logits transformers gives, scores completions
 //! ([`CausalLm::completion_logps`]), carries optional reward and value heads, generates with a
 //! KV cache ([`CausalLm::generate`]), and saves in burn's record format or back to Hugging Face
-//! safetensors. Everything is generic over `B: Backend`, so the same code runs on flex (CPU),
-//! wgpu and CUDA.
+//! safetensors. Everything is generic over [`ModelBackend`] (burn's `Backend` plus burnish's fused
+//! operations in [`ops`]), so the same code runs on flex (CPU), wgpu and CUDA.
 
 pub mod config;
 pub mod error;
@@ -15,6 +15,7 @@ pub mod hf;
 pub mod layers;
 mod llama;
 pub mod model;
+pub mod ops;
 pub mod record;
 pub mod safetensors_io;
 pub mod tokenizer;
@@ -25,4 +26,5 @@ pub use generate::SamplingConfig;
 pub use hf::copy_tokenizer_files;
 pub use layers::KvCache;
 pub use model::{CausalLm, CompletionLogps, split_pair};
+pub use ops::{ModelAutodiffBackend, ModelBackend};
 pub use tokenizer::{PromptCompletion, TextTokenizer};

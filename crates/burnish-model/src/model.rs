@@ -9,12 +9,13 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 use crate::config::{Activation, Family, ModelConfig};
 use crate::layers::{
     KvCache, Mlp, Norm, Rope, SelfAttention, attention_allowed, positions_from_mask,
 };
+use crate::ops::{ModelBackend, logprob_head};
 
 /// Standard deviation of freshly initialised weights (GPT-2's `initializer_range`).
 const INIT_STD: f64 = 0.02;
@@ -248,9 +249,10 @@ impl<B: Backend> CausalLm<B> {
             .reshape([batch, seq - 1])
     }
 
-    /// Summed log-probs of the completion tokens (where `completion_mask` is 1) of each
-    /// sequence. Stack chosen and rejected on the batch axis to score both in one pass.
-    pub fn completion_logps(
+    /// [`CausalLm::completion_logps`] the straightforward way: logits and a full log-softmax
+    /// at every position, then a gather. The reference the fused path is tested against, and
+    /// the path for an output head with a bias.
+    pub fn completion_logps_unfused(
         &self,
         ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Int>,
@@ -263,6 +265,16 @@ impl<B: Backend> CausalLm<B> {
         CompletionLogps {
             logps: (per_token * mask.clone()).sum_dim(1).reshape([batch]),
             tokens: mask.sum_dim(1).reshape([batch]),
+        }
+    }
+
+    /// The output projection as `[vocab, d_model]` (the tied embedding, or the head's weight
+    /// transposed), or `None` when the head has a bias and cannot be fused.
+    fn output_embedding(&self) -> Option<Tensor<B, 2>> {
+        match &self.lm_head {
+            Some(head) if head.bias.is_some() => None,
+            Some(head) => Some(head.weight.val().transpose()),
+            None => Some(self.embed.weight.val()),
         }
     }
 
@@ -315,6 +327,70 @@ impl<B: Backend> CausalLm<B> {
     /// Number of blocks.
     pub fn num_layers(&self) -> usize {
         self.blocks.len()
+    }
+}
+
+impl<B: ModelBackend> CausalLm<B> {
+    /// Summed log-probs of the completion tokens (where `completion_mask` is 1) of each
+    /// sequence. Stack chosen and rejected on the batch axis to score both in one pass.
+    ///
+    /// The output head runs only on the positions that predict a completion token, through the
+    /// fused chunked head ([`crate::ops::logprob_head`]): no `[batch, seq, vocab]` tensor is
+    /// ever made. [`CausalLm::completion_logps_unfused`] is the straightforward path it equals.
+    pub fn completion_logps(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Int>,
+        completion_mask: Tensor<B, 2, Int>,
+    ) -> CompletionLogps<B> {
+        let Some(weight) = self.output_embedding() else {
+            return self.completion_logps_unfused(ids, attention_mask, completion_mask);
+        };
+        let [batch, seq] = ids.dims();
+        let device = ids.device();
+        let host = |t: &Tensor<B, 2, Int>| -> Vec<i64> { t.to_data().iter::<i64>().collect() };
+        let (id_values, completion) = (host(&ids), host(&completion_mask));
+        // Position t predicts token t + 1: it is scored when token t + 1 is a completion token.
+        let (mut rows, mut targets, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+        let mut tokens = vec![0.0f32; batch];
+        for b in 0..batch {
+            for t in 0..seq.saturating_sub(1) {
+                if completion[b * seq + t + 1] == 1 {
+                    rows.push((b * seq + t) as i64);
+                    targets.push(id_values[b * seq + t + 1]);
+                    owner.push(b);
+                    tokens[b] += 1.0;
+                }
+            }
+        }
+        let n = rows.len();
+        let tokens = Tensor::<B, 1>::from_data(TensorData::new(tokens, [batch]), &device);
+        if n == 0 {
+            return CompletionLogps {
+                logps: Tensor::zeros([batch], &device),
+                tokens,
+            };
+        }
+        let int = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), &device);
+        let d = self.config.hidden_size;
+        let hidden = self
+            .hidden(ids, attention_mask, None)
+            .reshape([batch * seq, d])
+            .select(0, int(rows));
+        let per_token = logprob_head(hidden, weight, int(targets));
+        // Sum each sequence's tokens: a [batch, n] 0/1 membership matrix times the log-probs.
+        let mut membership = vec![0.0f32; batch * n];
+        for (i, &b) in owner.iter().enumerate() {
+            membership[b * n + i] = 1.0;
+        }
+        let membership =
+            Tensor::<B, 2>::from_data(TensorData::new(membership, [batch, n]), &device);
+        CompletionLogps {
+            logps: membership
+                .matmul(per_token.reshape([n, 1]))
+                .reshape([batch]),
+            tokens,
+        }
     }
 }
 

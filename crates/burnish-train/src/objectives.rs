@@ -7,13 +7,13 @@
 //! (`ref_chosen_logp` / `ref_rejected_logp`), otherwise from a frozen reference model run
 //! alongside on the non-autodiff backend.
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use burnish_data::{Collator, Ranking, TokenizedList, TokenizedPair, TokenizedPromptCompletion};
 use burnish_losses::{
     ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs, ranks_from_scores,
 };
-use burnish_model::{CausalLm, split_pair};
+use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, split_pair};
 
 use crate::batch::{TokenTensors, vector};
 use crate::trainer::{BatchLoss, Objective, TrainError};
@@ -65,7 +65,7 @@ impl<B: AutodiffBackend, T: BatchObjective<B>> Objective<B> for T {
 }
 
 /// Summed completion log-probs of chosen and rejected (`[batch]` each) under `model`, in one pass.
-pub fn pair_logps<B: Backend>(
+pub fn pair_logps<B: ModelBackend>(
     model: &CausalLm<B>,
     tokens: &TokenTensors<B>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
@@ -79,7 +79,7 @@ pub fn pair_logps<B: Backend>(
 
 /// Fills `ref_chosen_logp` / `ref_rejected_logp` of every pair with the reference model's
 /// summed completion log-probs, `batch_size` pairs per forward pass.
-pub fn precompute_reference<B: Backend>(
+pub fn precompute_reference<B: ModelBackend>(
     reference: &CausalLm<B>,
     pairs: &mut [TokenizedPair],
     collator: &Collator,
@@ -119,7 +119,7 @@ pub struct PreferenceObjective<B: AutodiffBackend> {
     pub device: B::Device,
 }
 
-impl<B: AutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
+impl<B: ModelAutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
     type Row = TokenizedPair;
 
     fn splits(&self) -> (&[TokenizedPair], &[TokenizedPair]) {
@@ -180,7 +180,7 @@ pub struct SftObjective<B: AutodiffBackend> {
     pub device: B::Device,
 }
 
-impl<B: AutodiffBackend> BatchObjective<B> for SftObjective<B> {
+impl<B: ModelAutodiffBackend> BatchObjective<B> for SftObjective<B> {
     type Row = TokenizedPromptCompletion;
 
     fn splits(&self) -> (&[TokenizedPromptCompletion], &[TokenizedPromptCompletion]) {
@@ -285,7 +285,7 @@ pub struct ListwiseObjective<B: AutodiffBackend> {
     pub device: B::Device,
 }
 
-impl<B: AutodiffBackend> BatchObjective<B> for ListwiseObjective<B> {
+impl<B: ModelAutodiffBackend> BatchObjective<B> for ListwiseObjective<B> {
     type Row = TokenizedList;
 
     fn splits(&self) -> (&[TokenizedList], &[TokenizedList]) {

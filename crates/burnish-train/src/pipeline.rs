@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burnish_data::split::SplitKey;
 use burnish_data::{
     Collator, DataError, EncodeError, Encoder, EncoderConfig, PairSchema, PairWriter,
@@ -20,7 +20,9 @@ use burnish_data::{
     TokenizedPromptCompletion,
 };
 use burnish_losses::{LossError, PreferenceLoss, RewardLoss};
-use burnish_model::{CausalLm, ModelConfig, ModelError, copy_tokenizer_files};
+use burnish_model::{
+    CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, copy_tokenizer_files,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -408,7 +410,7 @@ pub fn all_precomputed(pairs: &[TokenizedPair]) -> bool {
 /// `model.reference`, else a frozen copy of the starting policy, else none when every pair has
 /// precomputed `ref_*_logp` columns or the loss needs no reference. Reference log-probs are
 /// computed once before the first step, so training holds one model.
-pub fn run_dpo<B: AutodiffBackend>(
+pub fn run_dpo<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
     options: &RunOptions,
     device: &B::Device,
@@ -448,7 +450,7 @@ pub fn run_dpo<B: AutodiffBackend>(
 }
 
 /// Supervised fine-tuning on `prompt` / `completion` rows (token-mean NLL of the completions).
-pub fn run_sft<B: AutodiffBackend>(
+pub fn run_sft<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
     options: &RunOptions,
     device: &B::Device,
@@ -550,7 +552,7 @@ impl Default for PrecomputeOptions {
 /// Reads the pairs of `input`, computes the reference model's summed completion log-probs in
 /// batches and writes `output` with `ref_chosen_logp` / `ref_rejected_logp` added; `id`,
 /// `prompt`, `chosen`, `rejected` and `margin` are kept. Streams in chunks of rows.
-pub fn precompute_reference_file<B: Backend>(
+pub fn precompute_reference_file<B: ModelBackend>(
     model_dir: &Path,
     input: &Path,
     output: &Path,
@@ -660,7 +662,7 @@ pub struct FileEval {
 /// means Bradley-Terry for a model with a reward head, else DPO's sigmoid loss. A preference
 /// loss takes its reference log-probs from the file's `ref_*_logp` columns, else from the model
 /// in `reference`, else from the model itself (the starting point: margins of zero).
-pub fn evaluate_file<B: AutodiffBackend>(
+pub fn evaluate_file<B: ModelAutodiffBackend>(
     model_dir: &Path,
     reference: Option<&Path>,
     data: &Path,

@@ -1,0 +1,512 @@
+//! The fused, chunked "lm_head + log-softmax + gather": the log-prob of one target token at each
+//! of `n` positions, without ever holding the `[n, vocab]` logits (let alone `[batch, seq,
+//! vocab]` log-probs) in memory.
+//!
+//! Forward, chunk by chunk of positions: `logits = hidden_c @ weight^T`, keep each position's
+//! log-sum-exp and its target's logit; `logp = logit[target] - lse`. Backward recomputes each
+//! chunk's logits and turns them into `dlogits = g * (onehot(target) - softmax)`, then
+//! accumulates `d hidden_c = dlogits @ weight` and `d weight += dlogits^T @ hidden_c`: the idea of
+//! Apple's Cut Cross-Entropy and Liger-Kernel's fused linear losses. The memory held between
+//! forward and backward is the hidden states and one float per position.
+//!
+//! Three bodies: the generic one (plain tensor ops, chunked; what the GPU backends run), the flex
+//! CPU kernel (gemm plus multithreaded, vectorised row passes), and `Autodiff<B>`, which records
+//! the op's own backward. `reference_logprobs` is the straightforward version they must equal.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+
+/// Logits held at once by the generic body: rows per chunk = this / vocab (32 MiB of f32).
+const CHUNK_ELEMENTS: usize = 8 << 20;
+
+fn rows_per_chunk(vocab: usize) -> usize {
+    (CHUNK_ELEMENTS / vocab.max(1)).max(1)
+}
+
+/// The fused head as a backend extension. The defaults are the generic bodies.
+pub trait LogprobHeadOps: Backend {
+    /// `hidden [n, d]`, `weight [vocab, d]`, `targets [n]` -> (`logp [n]`, `lse [n]`): the
+    /// log-prob of each target and each position's log-sum-exp over the vocabulary.
+    fn logprob_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        generic_forward::<Self>(hidden, weight, targets)
+    }
+
+    /// Gradients of `sum(grad * logp)` with respect to `hidden [n, d]` and `weight [vocab, d]`,
+    /// given the forward's `lse [n]`; each chunk's logits are recomputed.
+    fn logprob_head_backward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        generic_backward::<Self>(hidden, weight, targets, lse, grad)
+    }
+}
+
+/// The generic forward body (plain tensor ops, chunked).
+fn generic_forward<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let hidden = float::<B, 2>(hidden);
+    let weight = float::<B, 2>(weight);
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets);
+    let [n, _] = hidden.dims();
+    let [vocab, _] = weight.dims();
+    let (mut logps, mut lses) = (Vec::new(), Vec::new());
+    let chunk = rows_per_chunk(vocab);
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let logits = hidden
+            .clone()
+            .narrow(0, start, len)
+            .matmul(weight.clone().transpose());
+        let max = logits.clone().max_dim(1);
+        let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
+        let target = targets.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
+        logps.push((logits.gather(1, target) - lse.clone()).reshape([len]));
+        lses.push(lse.reshape([len]));
+    }
+    (
+        Tensor::cat(logps, 0).into_primitive().tensor(),
+        Tensor::cat(lses, 0).into_primitive().tensor(),
+    )
+}
+
+/// The generic backward body (plain tensor ops, chunked, recomputing each chunk).
+fn generic_backward<B: Backend>(
+    hidden: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    targets: IntTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let hidden = float::<B, 2>(hidden);
+    let weight = float::<B, 2>(weight);
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets);
+    let lse = float::<B, 1>(lse);
+    let grad = float::<B, 1>(grad);
+    let [n, _] = hidden.dims();
+    let [vocab, _] = weight.dims();
+    let mut grad_hidden = Vec::new();
+    let mut grad_weight = weight.zeros_like();
+    let chunk = rows_per_chunk(vocab);
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let h = hidden.clone().narrow(0, start, len);
+        let logits = h.clone().matmul(weight.clone().transpose());
+        let g = grad.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
+        let softmax = (logits - lse.clone().narrow(0, start, len).unsqueeze_dim::<2>(1)).exp();
+        let target = targets.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
+        let dlogits = (softmax * g.clone())
+            .neg()
+            .scatter(1, target, g, IndexingUpdateOp::Add);
+        grad_hidden.push(dlogits.clone().matmul(weight.clone()));
+        grad_weight = grad_weight + dlogits.transpose().matmul(h);
+    }
+    (
+        Tensor::cat(grad_hidden, 0).into_primitive().tensor(),
+        grad_weight.into_primitive().tensor(),
+    )
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `hidden [n, d]`, `weight [vocab, d]` (the output embedding), `targets [n]` -> `[n]`: the
+/// log-prob of each target token, through the fused op (differentiable on `Autodiff<B>`).
+pub fn logprob_head<B: LogprobHeadOps>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let (logp, _) = B::logprob_head_forward(
+        hidden.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        targets.into_primitive(),
+    );
+    float(logp)
+}
+
+/// The straightforward version the fused op replaces: full logits, full log-softmax, gather.
+pub fn reference_logprobs<B: Backend>(
+    hidden: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let [n, _] = hidden.dims();
+    let logits = hidden.matmul(weight.transpose());
+    log_softmax(logits, 1)
+        .gather(1, targets.unsqueeze_dim::<2>(1))
+        .reshape([n])
+}
+
+/// The op's backward: recompute each chunk from the saved hidden states, weight and `lse`.
+#[derive(Debug)]
+struct LogprobHeadBackward;
+
+impl<B: LogprobHeadOps> Backward<B, 2> for LogprobHeadBackward {
+    /// (hidden's node, weight's node, targets, lse).
+    type State = (NodeId, NodeId, IntTensor<B>, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_hidden, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (hidden_id, weight_id, targets, lse) = ops.state;
+        let hidden: FloatTensor<B> = checkpointer.retrieve_node_output(hidden_id);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_id);
+        let (grad_hidden, grad_weight) =
+            B::logprob_head_backward(hidden, weight, targets, lse, grad);
+        if let Some(node) = node_hidden {
+            grads.register::<B>(node.id, grad_hidden);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, grad_weight);
+        }
+    }
+}
+
+impl<B: LogprobHeadOps, C: CheckpointStrategy> LogprobHeadOps for Autodiff<B, C> {
+    fn logprob_head_forward(
+        hidden: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = LogprobHeadBackward
+            .prepare::<C>([hidden.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(mut prep) => {
+                let hidden_state = prep.checkpoint(&hidden);
+                let weight_state = prep.checkpoint(&weight);
+                let (logp, lse) =
+                    B::logprob_head_forward(hidden.primitive, weight.primitive, targets.clone());
+                let state = (hidden_state, weight_state, targets, lse.clone());
+                (prep.finish(state, logp), Self::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (logp, lse) =
+                    B::logprob_head_forward(hidden.primitive, weight.primitive, targets);
+                (prep.finish(logp), Self::from_inner(lse))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The CPU kernel: logits chunk by chunk with gemm (multithreaded), then one rayon task per
+    //! row for the max / sum-exp pass (forward) and the softmax-minus-one-hot pass (backward),
+    //! with an exp that the compiler vectorises.
+
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+    use burn::tensor::ops::{FloatTensor, IntTensor};
+    use burn::tensor::{DType, TensorData};
+    use rayon::prelude::*;
+
+    use super::LogprobHeadOps;
+    use crate::ops::simd;
+
+    /// Rows per chunk: enough to keep gemm efficient, few enough that the logits stay in memory
+    /// bounds (`rows * vocab` floats).
+    const CHUNK_ROWS: usize = 256;
+
+    /// A 2-D f32 matrix in memory, any strides.
+    struct Matrix<'a> {
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: isize,
+        col_stride: isize,
+    }
+
+    impl<'a> Matrix<'a> {
+        fn of(t: &'a FlexTensor) -> Self {
+            let layout = t.layout();
+            let shape = layout.shape();
+            let strides = layout.strides();
+            let storage = t.storage::<f32>();
+            Matrix {
+                data: &storage[layout.start_offset()..],
+                rows: shape[0],
+                cols: shape[1],
+                row_stride: strides[0],
+                col_stride: strides[1],
+            }
+        }
+
+        fn ptr(&self) -> *const f32 {
+            self.data.as_ptr()
+        }
+    }
+
+    fn all_f32(tensors: &[&FlexTensor]) -> bool {
+        tensors.iter().all(|t| t.dtype() == DType::F32)
+            && tensors
+                .iter()
+                .all(|t| t.layout().strides().iter().all(|&s| s >= 0))
+    }
+
+    fn targets_of(targets: &IntTensor<Flex>) -> Vec<usize> {
+        targets
+            .clone()
+            .into_data()
+            .iter::<i64>()
+            .map(|t| t as usize)
+            .collect()
+    }
+
+    fn vector(values: Vec<f32>) -> FlexTensor {
+        let n = values.len();
+        FlexTensor::from_data(TensorData::new(values, [n]))
+    }
+
+    /// `out[rows, vocab] = hidden[start..start + rows] @ weight^T`.
+    fn chunk_logits(hidden: &Matrix, weight: &Matrix, start: usize, rows: usize, out: &mut [f32]) {
+        let vocab = weight.rows;
+        let d = hidden.cols;
+        // SAFETY: the pointers and strides describe `rows x d`, `d x vocab` and `rows x vocab`
+        // matrices that lie inside their slices (checked by the shapes of the tensors).
+        unsafe {
+            gemm::gemm(
+                rows,
+                vocab,
+                d,
+                out.as_mut_ptr(),
+                1,
+                vocab as isize,
+                false,
+                hidden.ptr().offset(start as isize * hidden.row_stride),
+                hidden.col_stride,
+                hidden.row_stride,
+                weight.ptr(),
+                weight.row_stride,
+                weight.col_stride,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+    }
+
+    impl LogprobHeadOps for Flex {
+        fn logprob_head_forward(
+            hidden: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            targets: IntTensor<Self>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            if !all_f32(&[&hidden, &weight]) {
+                return super::generic_forward::<Self>(hidden, weight, targets);
+            }
+            let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
+            let targets = targets_of(&targets);
+            let (n, vocab) = (h.rows, w.rows);
+            let (mut logp, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
+            let mut logits = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
+            for start in (0..n).step_by(CHUNK_ROWS) {
+                let rows = CHUNK_ROWS.min(n - start);
+                let logits = &mut logits[..rows * vocab];
+                chunk_logits(&h, &w, start, rows, logits);
+                logits
+                    .par_chunks(vocab)
+                    .zip(logp[start..start + rows].par_iter_mut())
+                    .zip(lse[start..start + rows].par_iter_mut())
+                    .zip(targets[start..start + rows].par_iter())
+                    .for_each(|(((row, logp), lse), &target)| {
+                        *lse = simd::log_sum_exp(row);
+                        *logp = row[target] - *lse;
+                    });
+            }
+            (vector(logp), vector(lse))
+        }
+
+        fn logprob_head_backward(
+            hidden: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            targets: IntTensor<Self>,
+            lse: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            if !all_f32(&[&hidden, &weight, &lse, &grad]) {
+                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+            }
+            let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
+            let targets = targets_of(&targets);
+            let lse = lse.to_contiguous();
+            let grad = grad.to_contiguous();
+            let (lse, grad) = (
+                lse.as_slice::<f32>().expect("contiguous"),
+                grad.as_slice::<f32>().expect("contiguous"),
+            );
+            let (n, vocab, d) = (h.rows, w.rows, h.cols);
+            let mut grad_hidden = vec![0.0f32; n * d];
+            let mut grad_weight = vec![0.0f32; vocab * d];
+            let mut dlogits = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
+            for start in (0..n).step_by(CHUNK_ROWS) {
+                let rows = CHUNK_ROWS.min(n - start);
+                let dlogits = &mut dlogits[..rows * vocab];
+                chunk_logits(&h, &w, start, rows, dlogits);
+                dlogits
+                    .par_chunks_mut(vocab)
+                    .zip(lse[start..start + rows].par_iter())
+                    .zip(grad[start..start + rows].par_iter())
+                    .zip(targets[start..start + rows].par_iter())
+                    .for_each(|(((row, &lse), &g), &target)| {
+                        simd::scaled_neg_softmax(row, lse, g);
+                        row[target] += g;
+                    });
+                // SAFETY: as in `chunk_logits`; grad_hidden rows `start..start + rows` and the
+                // whole grad_weight are distinct, live buffers of the right sizes.
+                unsafe {
+                    // d hidden_c [rows, d] = dlogits [rows, vocab] @ weight [vocab, d]
+                    gemm::gemm(
+                        rows,
+                        d,
+                        vocab,
+                        grad_hidden.as_mut_ptr().add(start * d),
+                        1,
+                        d as isize,
+                        false,
+                        dlogits.as_ptr(),
+                        1,
+                        vocab as isize,
+                        w.ptr(),
+                        w.col_stride,
+                        w.row_stride,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    );
+                    // d weight [vocab, d] += dlogits^T [vocab, rows] @ hidden_c [rows, d]
+                    gemm::gemm(
+                        vocab,
+                        d,
+                        rows,
+                        grad_weight.as_mut_ptr(),
+                        1,
+                        d as isize,
+                        start > 0,
+                        dlogits.as_ptr(),
+                        vocab as isize,
+                        1,
+                        h.ptr().offset(start as isize * h.row_stride),
+                        h.col_stride,
+                        h.row_stride,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    );
+                }
+            }
+            (
+                FlexTensor::from_data(TensorData::new(grad_hidden, [n, d])),
+                FlexTensor::from_data(TensorData::new(grad_weight, [vocab, d])),
+            )
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    //! The flex kernel against the generic body it overrides (which the GPU backends run).
+
+    use burn::backend::Flex;
+    use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+    use super::{LogprobHeadOps, float, generic_backward, generic_forward};
+
+    fn host<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+        t.into_data().into_vec::<f32>().unwrap()
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+            / scale
+    }
+
+    #[test]
+    fn flex_kernel_equals_generic_body() {
+        let (n, d, vocab) = (300, 16, 517);
+        let dev = Default::default();
+        let hidden = Tensor::<Flex, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &dev);
+        // A transposed view, as an untied `Linear` head hands it over.
+        let weight =
+            Tensor::<Flex, 2>::random([d, vocab], Distribution::Normal(0.0, 0.7), &dev).transpose();
+        let targets: Vec<i64> = (0..n).map(|i| ((i * 31) % vocab) as i64).collect();
+        let targets = Tensor::<Flex, 1, Int>::from_data(TensorData::new(targets, [n]), &dev);
+        let grad = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
+        let p = |t: &Tensor<Flex, 2>| t.clone().into_primitive().tensor();
+        let (logp, lse) =
+            Flex::logprob_head_forward(p(&hidden), p(&weight), targets.clone().into_primitive());
+        let (want_logp, want_lse) =
+            generic_forward::<Flex>(p(&hidden), p(&weight), targets.clone().into_primitive());
+        assert!(
+            max_rel_diff(
+                &host(float::<Flex, 1>(logp)),
+                &host(float::<Flex, 1>(want_logp))
+            ) < 1e-5
+        );
+        assert!(
+            max_rel_diff(
+                &host(float::<Flex, 1>(lse.clone())),
+                &host(float::<Flex, 1>(want_lse))
+            ) < 1e-5
+        );
+        let g = grad.into_primitive().tensor();
+        let (gh, gw) = Flex::logprob_head_backward(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            lse.clone(),
+            g.clone(),
+        );
+        let (want_gh, want_gw) =
+            generic_backward::<Flex>(p(&hidden), p(&weight), targets.into_primitive(), lse, g);
+        assert!(
+            max_rel_diff(
+                &host(float::<Flex, 2>(gh)),
+                &host(float::<Flex, 2>(want_gh))
+            ) < 1e-4
+        );
+        assert!(
+            max_rel_diff(
+                &host(float::<Flex, 2>(gw)),
+                &host(float::<Flex, 2>(want_gw))
+            ) < 1e-4
+        );
+    }
+}

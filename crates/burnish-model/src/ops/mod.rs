@@ -1,0 +1,51 @@
+//! Fused operations with their own backward, entered into burn as backend extensions.
+//!
+//! Each op is a trait with a default, backend-generic body written in plain tensor operations
+//! (the straightforward version the fused one must equal), a CPU kernel for flex where it pays,
+//! and an implementation for `Autodiff<B>` that registers the op's own backward. Model code is
+//! generic over [`ModelBackend`], which gathers every op, so adding an op does not touch the
+//! bounds of every caller again.
+
+pub mod logprob_head;
+pub(crate) mod simd;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+pub use logprob_head::{LogprobHeadOps, logprob_head};
+
+/// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
+pub trait ModelBackend: Backend + LogprobHeadOps {}
+
+impl<B: Backend + LogprobHeadOps> ModelBackend for B {}
+
+/// A backend burnish trains on: autodiff over a [`ModelBackend`], itself one too.
+pub trait ModelAutodiffBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
+
+impl<B> ModelAutodiffBackend for B
+where
+    B: AutodiffBackend + ModelBackend,
+    B::InnerBackend: ModelBackend,
+{
+}
+
+/// The cubecl GPU backends (wgpu, CUDA) and their fusion decorator run the generic bodies.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube {
+    use burn_cubecl::cubecl::server::ComputeServer;
+    use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+
+    use super::LogprobHeadOps;
+
+    impl<R, F, I, BT> LogprobHeadOps for CubeBackend<R, F, I, BT>
+    where
+        R: CubeRuntime,
+        R::Server: ComputeServer,
+        R::Device: burn::tensor::backend::DeviceOps,
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+    {
+    }
+
+    impl<B: burn_fusion::FusionBackend + LogprobHeadOps> LogprobHeadOps for burn_fusion::Fusion<B> {}
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# W1 side by side: burnish's DPO step (cargo bench --bench w1_dpo) and TRL's reference script
+# (shared/bench/trl_dpo_bench.py, TRL + PyTorch on the CPU) on the same machine, one after the
+# other, then the ratios. Not part of CI: TRL and PyTorch are several GB.
+#
+#   scripts/w1_vs_trl.sh [STEPS]          # default 8 burnish steps, 6 TRL steps
+#
+# Environment: VENV (default ../trl-venv, created and filled from PyPI when missing),
+# BENCH_DIR (default ../shared/bench, where trl_dpo_bench.py and ../assets live),
+# OUT (default runs/bench, where the JSON lines go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-8}
+venv=${VENV:-../trl-venv}
+bench_dir=${BENCH_DIR:-../shared/bench}
+out=${OUT:-runs/bench}
+mkdir -p "$out"
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch transformers trl datasets accelerate
+fi
+
+cargo bench --bench w1_dpo --no-run
+echo "== burnish (gpt2, $steps steps)"
+cargo bench -q --bench w1_dpo -- --model gpt2 --steps "$steps" | tail -1 | tee "$out/burnish_w1.json"
+for mode in precompute alongside; do
+  echo "== TRL ($mode)"
+  arg=$([ "$mode" = precompute ] && echo precompute || echo "")
+  (cd "$bench_dir" && "$OLDPWD/$venv/bin/python" trl_dpo_bench.py ../assets 6 $arg 2>/dev/null) \
+    | tail -1 | tee "$out/trl_w1_$mode.json"
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+b = json.load(open(f"{out}/burnish_w1.json"))
+for mode in ("precompute", "alongside"):
+    t = json.load(open(f"{out}/trl_w1_{mode}.json"))
+    print(f"burnish / TRL ({mode}): tokens/s {b['tokens_per_s'] / t['tokens_per_s']:.2f}x, "
+          f"peak RSS {b['peak_rss_mb'] / t['peak_rss_mb']:.2f}x")
+PY
