@@ -170,15 +170,7 @@ impl Collator {
             )
             .collect();
         let s = self.collate_sequences(&seqs);
-        let all = |f: fn(&TokenizedPair) -> Option<f32>| {
-            pairs.iter().map(f).collect::<Option<Vec<f32>>>()
-        };
-        let margins = all(|p| p.margin);
-        let (ref_chosen_logps, ref_rejected_logps) =
-            match (all(|p| p.ref_chosen_logp), all(|p| p.ref_rejected_logp)) {
-                (Some(c), Some(r)) => (Some(c), Some(r)),
-                _ => (None, None),
-            };
+        let (margins, ref_chosen_logps, ref_rejected_logps) = pair_extras(pairs);
         PairBatch {
             input_ids: s.input_ids,
             attention_mask: s.attention_mask,
@@ -218,5 +210,19 @@ impl Collator {
             offsets,
             rankings: rows.iter().map(|r| r.ranking.clone()).collect(),
         }
+    }
+}
+
+/// The per-pair values a batch carries when every pair has them: margins, and the cached
+/// reference log-probs of chosen and rejected (both or neither).
+pub(crate) type PairExtras = (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// [`PairExtras`] of `pairs`.
+pub(crate) fn pair_extras(pairs: &[TokenizedPair]) -> PairExtras {
+    let all =
+        |f: fn(&TokenizedPair) -> Option<f32>| pairs.iter().map(f).collect::<Option<Vec<f32>>>();
+    match (all(|p| p.ref_chosen_logp), all(|p| p.ref_rejected_logp)) {
+        (Some(c), Some(r)) => (all(|p| p.margin), Some(c), Some(r)),
+        _ => (all(|p| p.margin), None, None),
     }
 }

@@ -25,6 +25,7 @@ pub mod encode;
 pub mod error;
 pub mod formats;
 pub mod inspect;
+pub mod packing;
 pub mod pairing;
 pub mod reader;
 pub mod row;
@@ -40,6 +41,7 @@ pub use encode::{
     TruncationSide, load_tokenizer,
 };
 pub use error::{DataError, EncodeError, Result};
+pub use packing::{PackedPairBatch, ScoredToken};
 pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader, TextRow};
 pub use row::{Content, ListwiseRow, Message, PreferencePair, PromptCompletion, Ranking};
 pub use shuffle::ShuffleBuffer;

@@ -25,6 +25,6 @@ pub use error::{ModelError, Result};
 pub use generate::SamplingConfig;
 pub use hf::copy_tokenizer_files;
 pub use layers::KvCache;
-pub use model::{CausalLm, CompletionLogps, split_pair};
+pub use model::{CausalLm, CompletionLogps, ScoredTokens, split_pair};
 pub use ops::{ModelAutodiffBackend, ModelBackend};
 pub use tokenizer::{PromptCompletion, TextTokenizer};

@@ -9,7 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
 
 use crate::config::{Activation, Family, ModelConfig};
 use crate::layers::{
@@ -187,7 +187,29 @@ impl<B: Backend> CausalLm<B> {
         let positions = positions_from_mask(&key_mask, seq);
         let allowed = attention_allowed(&key_mask, seq);
         cache.key_mask = Some(key_mask);
+        self.run_blocks(ids, positions, allowed, cache)
+    }
 
+    /// The final hidden states for an explicit layout: `[batch, seq]` ids and positions, and
+    /// `allowed [batch, 1, seq, seq]` saying which keys each query sees. Lets several sequences
+    /// share a row or a prefix (see burnish-data's `pack_pairs`).
+    pub fn hidden_at(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        allowed: Tensor<B, 4, Bool>,
+    ) -> Tensor<B, 3> {
+        let mut cache = KvCache::new(self.blocks.len());
+        self.run_blocks(ids, positions, allowed, &mut cache)
+    }
+
+    fn run_blocks(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        allowed: Tensor<B, 4, Bool>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
         let mut x = self.embed.forward(ids);
         if let Some(pos_embed) = &self.pos_embed {
             x = x + pos_embed.forward(positions.clone());
@@ -347,48 +369,130 @@ impl<B: ModelBackend> CausalLm<B> {
             return self.completion_logps_unfused(ids, attention_mask, completion_mask);
         };
         let [batch, seq] = ids.dims();
-        let device = ids.device();
         let host = |t: &Tensor<B, 2, Int>| -> Vec<i64> { t.to_data().iter::<i64>().collect() };
         let (id_values, completion) = (host(&ids), host(&completion_mask));
         // Position t predicts token t + 1: it is scored when token t + 1 is a completion token.
-        let (mut rows, mut targets, mut owner) = (Vec::new(), Vec::new(), Vec::new());
-        let mut tokens = vec![0.0f32; batch];
+        let mut scored = ScoredTokens::default();
         for b in 0..batch {
             for t in 0..seq.saturating_sub(1) {
                 if completion[b * seq + t + 1] == 1 {
-                    rows.push((b * seq + t) as i64);
-                    targets.push(id_values[b * seq + t + 1]);
-                    owner.push(b);
-                    tokens[b] += 1.0;
+                    scored.push(b * seq + t, id_values[b * seq + t + 1], b);
                 }
             }
         }
-        let n = rows.len();
-        let tokens = Tensor::<B, 1>::from_data(TensorData::new(tokens, [batch]), &device);
+        let hidden = self.hidden(ids, attention_mask, None);
+        self.score_tokens(hidden, &scored, batch, weight)
+    }
+
+    /// Summed log-probs of the scored tokens of each of `sequences` sequences, from hidden
+    /// states `[rows, seq, d_model]` of any layout, through the fused head.
+    pub fn sequence_logps(
+        &self,
+        hidden: Tensor<B, 3>,
+        scored: &ScoredTokens,
+        sequences: usize,
+    ) -> CompletionLogps<B> {
+        match self.output_embedding() {
+            Some(weight) => self.score_tokens(hidden, scored, sequences, weight),
+            None => {
+                let [rows, seq, d] = hidden.dims();
+                let logits = self.logits(hidden.reshape([1, rows * seq, d]));
+                let logits = logits.reshape([rows * seq, self.config.vocab_size]);
+                let device = logits.device();
+                let per_token = log_softmax(logits.select(0, scored.predictors_tensor(&device)), 1)
+                    .gather(1, scored.targets_tensor(&device).unsqueeze_dim::<2>(1))
+                    .reshape([scored.len()]);
+                scored.sum_per_sequence(per_token, sequences)
+            }
+        }
+    }
+
+    fn score_tokens(
+        &self,
+        hidden: Tensor<B, 3>,
+        scored: &ScoredTokens,
+        sequences: usize,
+        weight: Tensor<B, 2>,
+    ) -> CompletionLogps<B> {
+        let device = hidden.device();
+        if scored.is_empty() {
+            return scored.sum_per_sequence(Tensor::zeros([0], &device), sequences);
+        }
+        let [rows, seq, d] = hidden.dims();
+        let hidden = hidden
+            .reshape([rows * seq, d])
+            .select(0, scored.predictors_tensor(&device));
+        let per_token = logprob_head(hidden, weight, scored.targets_tensor(&device));
+        scored.sum_per_sequence(per_token, sequences)
+    }
+}
+
+/// The completion tokens to score: for each, the flat index (`row * seq + column`) of the
+/// position that predicts it, its id, and the sequence whose log-prob it adds to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScoredTokens {
+    predictors: Vec<i64>,
+    targets: Vec<i64>,
+    sequences: Vec<usize>,
+}
+
+impl ScoredTokens {
+    /// Adds one scored token.
+    pub fn push(&mut self, predictor: usize, target: i64, sequence: usize) {
+        self.predictors.push(predictor as i64);
+        self.targets.push(target);
+        self.sequences.push(sequence);
+    }
+
+    /// How many tokens are scored.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether no token is scored.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    fn predictors_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1, Int> {
+        Tensor::from_data(
+            TensorData::new(self.predictors.clone(), [self.len()]),
+            device,
+        )
+    }
+
+    fn targets_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 1, Int> {
+        Tensor::from_data(TensorData::new(self.targets.clone(), [self.len()]), device)
+    }
+
+    /// Sums per-token log-probs `[n]` into `[sequences]`, with each sequence's token count:
+    /// a `[sequences, n]` 0/1 membership matrix times the log-probs.
+    fn sum_per_sequence<B: Backend>(
+        &self,
+        per_token: Tensor<B, 1>,
+        sequences: usize,
+    ) -> CompletionLogps<B> {
+        let device = per_token.device();
+        let n = self.len();
+        let mut tokens = vec![0.0f32; sequences];
+        let mut membership = vec![0.0f32; sequences * n];
+        for (i, &s) in self.sequences.iter().enumerate() {
+            membership[s * n + i] = 1.0;
+            tokens[s] += 1.0;
+        }
+        let tokens = Tensor::from_data(TensorData::new(tokens, [sequences]), &device);
         if n == 0 {
             return CompletionLogps {
-                logps: Tensor::zeros([batch], &device),
+                logps: Tensor::zeros([sequences], &device),
                 tokens,
             };
         }
-        let int = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [n]), &device);
-        let d = self.config.hidden_size;
-        let hidden = self
-            .hidden(ids, attention_mask, None)
-            .reshape([batch * seq, d])
-            .select(0, int(rows));
-        let per_token = logprob_head(hidden, weight, int(targets));
-        // Sum each sequence's tokens: a [batch, n] 0/1 membership matrix times the log-probs.
-        let mut membership = vec![0.0f32; batch * n];
-        for (i, &b) in owner.iter().enumerate() {
-            membership[b * n + i] = 1.0;
-        }
         let membership =
-            Tensor::<B, 2>::from_data(TensorData::new(membership, [batch, n]), &device);
+            Tensor::<B, 2>::from_data(TensorData::new(membership, [sequences, n]), &device);
         CompletionLogps {
             logps: membership
                 .matmul(per_token.reshape([n, 1]))
-                .reshape([batch]),
+                .reshape([sequences]),
             tokens,
         }
     }

@@ -8,12 +8,14 @@
 //! alongside on the non-autodiff backend.
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
-use burnish_data::{Collator, Ranking, TokenizedList, TokenizedPair, TokenizedPromptCompletion};
+use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
+use burnish_data::{
+    Collator, PackedPairBatch, Ranking, TokenizedList, TokenizedPair, TokenizedPromptCompletion,
+};
 use burnish_losses::{
     ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs, ranks_from_scores,
 };
-use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, split_pair};
+use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, ScoredTokens, split_pair};
 
 use crate::batch::{TokenTensors, vector};
 use crate::trainer::{BatchLoss, Objective, TrainError};
@@ -77,6 +79,31 @@ pub fn pair_logps<B: ModelBackend>(
     split_pair(scored.logps)
 }
 
+/// Summed completion log-probs of chosen and rejected (`[batch]` each) under `model`, from pairs
+/// laid out with shared prompts in packed rows ([`Collator::pack_pairs`]): each prompt runs
+/// once for both completions, and short pairs share a row. Equal to [`pair_logps`] on the
+/// padded batch, with fewer positions computed.
+pub fn packed_pair_logps<B: ModelBackend>(
+    model: &CausalLm<B>,
+    batch: &PackedPairBatch,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let (rows, seq) = (batch.rows, batch.seq_len);
+    let int = |v: &[i64]| {
+        Tensor::<B, 2, Int>::from_data(TensorData::new(v.to_vec(), [rows, seq]), device)
+    };
+    let allowed = Tensor::<B, 4, Bool>::from_data(
+        TensorData::new(batch.attends.clone(), [rows, 1, seq, seq]),
+        device,
+    );
+    let mut scored = ScoredTokens::default();
+    for t in &batch.scored {
+        scored.push(t.predictor, i64::from(t.target), t.sequence);
+    }
+    let hidden = model.hidden_at(int(&batch.input_ids), int(&batch.position_ids), allowed);
+    split_pair(model.sequence_logps(hidden, &scored, 2 * batch.batch).logps)
+}
+
 /// Fills `ref_chosen_logp` / `ref_rejected_logp` of every pair with the reference model's
 /// summed completion log-probs, `batch_size` pairs per forward pass.
 pub fn precompute_reference<B: ModelBackend>(
@@ -87,9 +114,8 @@ pub fn precompute_reference<B: ModelBackend>(
     device: &B::Device,
 ) {
     for chunk in pairs.chunks_mut(batch_size.max(1)) {
-        let batch = collator.collate_pairs(chunk);
-        let tokens = TokenTensors::<B>::from_pairs(&batch, device);
-        let (chosen, rejected) = pair_logps(reference, &tokens);
+        let batch = collator.pack_pairs(chunk);
+        let (chosen, rejected) = packed_pair_logps(reference, &batch, device);
         let host = |t: Tensor<B, 1>| {
             t.into_data()
                 .convert::<f32>()
@@ -131,10 +157,10 @@ impl<B: ModelAutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
         model: &CausalLm<B>,
         pairs: &[TokenizedPair],
     ) -> Result<BatchLoss<B>, TrainError> {
-        let batch = self.collator.collate_pairs(pairs);
-        let tokens = TokenTensors::<B>::from_pairs(&batch, &self.device);
-        let (chosen, rejected) = pair_logps(model, &tokens);
-        let (chosen_lengths, rejected_lengths) = split_pair(tokens.completion_lengths.clone());
+        let batch = self.collator.pack_pairs(pairs);
+        let (chosen, rejected) = packed_pair_logps(model, &batch, &self.device);
+        let lengths: Vec<f32> = batch.completion_lengths.iter().map(|&n| n as f32).collect();
+        let (chosen_lengths, rejected_lengths) = split_pair(vector::<B>(&lengths, &self.device));
         let mut inputs = PairwiseInputs::new(chosen, rejected, chosen_lengths, rejected_lengths);
         if self.loss.needs_reference() {
             let (ref_chosen, ref_rejected) = match (
@@ -146,8 +172,7 @@ impl<B: ModelAutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
                     (vector::<B>(c, &self.device), vector::<B>(r, &self.device))
                 }
                 (_, _, Some(reference)) => {
-                    let inner = TokenTensors::<B::InnerBackend>::from_pairs(&batch, &self.device);
-                    let (c, r) = pair_logps(reference, &inner);
+                    let (c, r) = packed_pair_logps(reference, &batch, &self.device);
                     (Tensor::from_inner(c), Tensor::from_inner(r))
                 }
                 _ => {
@@ -163,7 +188,7 @@ impl<B: ModelAutodiffBackend> BatchObjective<B> for PreferenceObjective<B> {
         Ok(BatchLoss {
             metrics: output.metrics_f64(),
             loss: output.loss,
-            tokens: tokens.real_tokens,
+            tokens: batch.real_tokens,
         })
     }
 }
