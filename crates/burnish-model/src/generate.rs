@@ -123,7 +123,7 @@ fn int_tensor<B: Backend>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-impl<B: Backend> CausalLm<B> {
+impl<B: crate::ops::ModelBackend> CausalLm<B> {
     /// Logits of the last position only: `[batch, vocab]` on the host.
     fn last_logits(
         &self,

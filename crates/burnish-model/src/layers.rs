@@ -6,11 +6,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
+use burn::tensor::activation::{gelu, relu, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
+use crate::ops::{ModelBackend, gelu_tanh};
 
 /// Added to masked attention scores. Finite, not -inf, so a row whose keys are all masked (a
 /// padding query) softmaxes to a uniform row instead of NaN, and NaN never reaches real rows
@@ -62,11 +63,11 @@ pub struct Mlp<B: Backend> {
     pub activation: Activation,
 }
 
-impl<B: Backend> Mlp<B> {
+impl<B: ModelBackend> Mlp<B> {
     /// `[batch, seq, d_model] -> [batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let act = |t: Tensor<B, 3>| match self.activation {
-            Activation::GeluTanh => gelu_approximate(t),
+            Activation::GeluTanh => gelu_tanh(t),
             Activation::Gelu => gelu(t),
             Activation::Relu => relu(t),
             Activation::Silu => silu(t),

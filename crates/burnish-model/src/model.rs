@@ -163,6 +163,13 @@ impl<B: Backend> CausalLm<B> {
         self
     }
 
+    /// Number of blocks.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+}
+
+impl<B: ModelBackend> CausalLm<B> {
     /// The final hidden states after the last norm: `[batch, seq] ids and mask -> [batch, seq,
     /// d_model]`. With a cache, `ids` are the new tokens only and the cache grows by `seq`.
     pub fn hidden(
@@ -344,11 +351,6 @@ impl<B: Backend> CausalLm<B> {
         let [batch, seq] = ids.dims();
         head.forward(self.hidden(ids, attention_mask, None))
             .reshape([batch, seq])
-    }
-
-    /// Number of blocks.
-    pub fn num_layers(&self) -> usize {
-        self.blocks.len()
     }
 }
 

@@ -251,7 +251,7 @@ pub struct RewardObjective<B: AutodiffBackend> {
     pub device: B::Device,
 }
 
-impl<B: AutodiffBackend> BatchObjective<B> for RewardObjective<B> {
+impl<B: ModelAutodiffBackend> BatchObjective<B> for RewardObjective<B> {
     type Row = TokenizedPair;
 
     fn splits(&self) -> (&[TokenizedPair], &[TokenizedPair]) {

@@ -476,7 +476,7 @@ pub fn run_sft<B: ModelAutodiffBackend>(
 
 /// A Bradley-Terry reward model on pairs: the model of `model.path` gets a fresh reward head
 /// (unless it has one); held-out accuracy is in the evaluations (`accuracy`).
-pub fn run_reward<B: AutodiffBackend>(
+pub fn run_reward<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
     options: &RunOptions,
     device: &B::Device,

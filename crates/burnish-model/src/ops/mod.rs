@@ -6,17 +6,19 @@
 //! generic over [`ModelBackend`], which gathers every op, so adding an op does not touch the
 //! bounds of every caller again.
 
+pub mod gelu;
 pub mod logprob_head;
 pub(crate) mod simd;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
+pub use gelu::{GeluOps, gelu_tanh};
 pub use logprob_head::{LogprobHeadOps, logprob_head};
 
 /// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
-pub trait ModelBackend: Backend + LogprobHeadOps {}
+pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps {}
 
-impl<B: Backend + LogprobHeadOps> ModelBackend for B {}
+impl<B: Backend + LogprobHeadOps + GeluOps> ModelBackend for B {}
 
 /// A backend burnish trains on: autodiff over a [`ModelBackend`], itself one too.
 pub trait ModelAutodiffBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
@@ -34,7 +36,7 @@ mod cube {
     use burn_cubecl::cubecl::server::ComputeServer;
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-    use super::LogprobHeadOps;
+    use super::{GeluOps, LogprobHeadOps};
 
     impl<R, F, I, BT> LogprobHeadOps for CubeBackend<R, F, I, BT>
     where
@@ -48,4 +50,17 @@ mod cube {
     }
 
     impl<B: burn_fusion::FusionBackend + LogprobHeadOps> LogprobHeadOps for burn_fusion::Fusion<B> {}
+
+    impl<R, F, I, BT> GeluOps for CubeBackend<R, F, I, BT>
+    where
+        R: CubeRuntime,
+        R::Server: ComputeServer,
+        R::Device: burn::tensor::backend::DeviceOps,
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+    {
+    }
+
+    impl<B: burn_fusion::FusionBackend + GeluOps> GeluOps for burn_fusion::Fusion<B> {}
 }

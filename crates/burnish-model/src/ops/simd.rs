@@ -8,13 +8,15 @@
 /// Lanes of the reductions: one AVX-512 register of f32.
 const LANES: usize = 16;
 
-/// `exp(x)` to about 1 ulp for `x <= 88`, flushing to ~0 below -87: `2^k * p(r)` with
-/// `x = k ln 2 + r`, `|r| <= ln 2 / 2`, `p` the degree-7 Taylor polynomial.
+/// `exp(x)` to about 1 ulp for `x <= 88`, flushed to 0 below -87 (so masked scores of -1e9 give
+/// exactly 0, without libm's slow underflow path): `2^k * p(r)` with `x = k ln 2 + r`,
+/// `|r| <= ln 2 / 2`, `p` the degree-7 Taylor polynomial.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    let underflow = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
     let k = (x * LOG2E + 0.5).floor();
     let r = (x - k * LN2_HI) - k * LN2_LO;
@@ -25,7 +27,13 @@ pub fn exp(x: f32) -> f32 {
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
-    p * scale
+    if underflow { 0.0 } else { p * scale }
+}
+
+/// `tanh(x) = 1 - 2 / (exp(2x) + 1)`, through [`exp`]; absolute error ~1e-7.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
 }
 
 #[inline(always)]
@@ -78,8 +86,47 @@ fn scaled_neg_softmax_body(row: &mut [f32], lse: f32, scale: f32) {
     }
 }
 
+#[inline(always)]
+fn map_body<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = f(x);
+    }
+}
+
+#[inline(always)]
+fn zip_map_body<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: &F) {
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d = f(x, y);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+    pub unsafe fn map<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
+        super::map_body(src, dst, f)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn map_avx2<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
+        super::map_body(src, dst, f)
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+    pub unsafe fn zip_map<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: &F) {
+        super::zip_map_body(a, b, dst, f)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn zip_map_avx2<F: Fn(f32, f32) -> f32>(
+        a: &[f32],
+        b: &[f32],
+        dst: &mut [f32],
+        f: &F,
+    ) {
+        super::zip_map_body(a, b, dst, f)
+    }
+
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
     pub unsafe fn log_sum_exp(row: &[f32]) -> f32 {
         super::log_sum_exp_body(row)
@@ -109,6 +156,90 @@ mod x86 {
     pub fn has_avx2() -> bool {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
+}
+
+/// Elements per rayon task of the element-wise maps: large enough to amortise the task.
+#[cfg(feature = "flex")]
+const MAP_CHUNK: usize = 1 << 15;
+
+/// `dst[i] = f(src[i])`, vectorised with the widest instructions the CPU has.
+pub fn map_slice<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: each call is guarded by the detection of the features it was compiled for.
+        if x86::has_avx512() {
+            return unsafe { x86::map(src, dst, f) };
+        }
+        if x86::has_avx2() {
+            return unsafe { x86::map_avx2(src, dst, f) };
+        }
+    }
+    map_body(src, dst, f)
+}
+
+/// `dst[i] = f(a[i], b[i])`, vectorised as [`map_slice`].
+pub fn zip_map_slice<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `map_slice`.
+        if x86::has_avx512() {
+            return unsafe { x86::zip_map(a, b, dst, f) };
+        }
+        if x86::has_avx2() {
+            return unsafe { x86::zip_map_avx2(a, b, dst, f) };
+        }
+    }
+    zip_map_body(a, b, dst, f)
+}
+
+/// A flex tensor's elements as contiguous f32 (copied only when it is a strided view), or
+/// `None` for another float type.
+#[cfg(feature = "flex")]
+fn contiguous_f32(t: &burn::backend::flex::FlexTensor) -> Option<burn::backend::flex::FlexTensor> {
+    (t.dtype() == burn::tensor::DType::F32).then(|| t.to_contiguous())
+}
+
+/// `f` applied to every element of a flex tensor, on all cores; `None` unless it is f32.
+#[cfg(feature = "flex")]
+pub fn map_f32<F: Fn(f32) -> f32 + Sync>(
+    x: &burn::backend::flex::FlexTensor,
+    f: F,
+) -> Option<burn::backend::flex::FlexTensor> {
+    use rayon::prelude::*;
+    let x = contiguous_f32(x)?;
+    let src = x.as_slice::<f32>()?;
+    let mut out = vec![0.0f32; src.len()];
+    out.par_chunks_mut(MAP_CHUNK)
+        .zip(src.par_chunks(MAP_CHUNK))
+        .for_each(|(d, s)| map_slice(s, d, &f));
+    let shape = x.layout().shape().clone();
+    Some(burn::backend::flex::FlexTensor::from_data(
+        burn::tensor::TensorData::new(out, shape),
+    ))
+}
+
+/// `f` applied element-wise to two flex tensors of one shape, on all cores; `None` unless both
+/// are f32.
+#[cfg(feature = "flex")]
+pub fn zip_map_f32<F: Fn(f32, f32) -> f32 + Sync>(
+    a: &burn::backend::flex::FlexTensor,
+    b: &burn::backend::flex::FlexTensor,
+    f: F,
+) -> Option<burn::backend::flex::FlexTensor> {
+    use rayon::prelude::*;
+    let (a, b) = (contiguous_f32(a)?, contiguous_f32(b)?);
+    let (sa, sb) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
+    if sa.len() != sb.len() {
+        return None;
+    }
+    let mut out = vec![0.0f32; sa.len()];
+    out.par_chunks_mut(MAP_CHUNK)
+        .zip(sa.par_chunks(MAP_CHUNK).zip(sb.par_chunks(MAP_CHUNK)))
+        .for_each(|(d, (x, y))| zip_map_slice(x, y, d, &f));
+    let shape = a.layout().shape().clone();
+    Some(burn::backend::flex::FlexTensor::from_data(
+        burn::tensor::TensorData::new(out, shape),
+    ))
 }
 
 /// `log(sum(exp(row)))`, computed stably around the row's maximum.
