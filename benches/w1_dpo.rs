@@ -24,7 +24,7 @@ use burn::module::AutodiffModule;
 use burnish::data::{Collator, TokenizedPair, load_tokenizer};
 use burnish::model::{CausalLm, ModelConfig};
 use burnish::train::config::TrainingConfig;
-use burnish::train::objectives::{PreferenceObjective, precompute_reference};
+use burnish::train::objectives::{PreferenceObjective, precompute_reference, reference_batch_size};
 use burnish::train::trainer::{RunOptions, train};
 use serde_json::{Value, json};
 
@@ -197,7 +197,8 @@ fn main() {
     // The reference pass, as `burnish train dpo` runs it before the first step.
     let (cpu0, _) = cpu_and_peak_rss();
     let started = Instant::now();
-    precompute_reference(&reference, &mut pairs, &collator, PAIRS_PER_STEP, &device);
+    let batch = reference_batch_size(PAIRS_PER_STEP);
+    precompute_reference(&reference, &mut pairs, &collator, batch, &device, None);
     let ref_seconds = started.elapsed().as_secs_f64();
     let (cpu1, _) = cpu_and_peak_rss();
     drop(reference);

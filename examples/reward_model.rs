@@ -158,6 +158,7 @@ impl TrainJob for Example {
             max_prompt_length: MAX_PROMPT_LENGTH,
             max_length: MAX_LENGTH,
             batch_size: 16,
+            progress: false,
         };
         let all = evaluate_file::<B>(
             &final_dir,

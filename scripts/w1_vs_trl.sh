@@ -3,14 +3,14 @@
 # (shared/bench/trl_dpo_bench.py, TRL + PyTorch on the CPU) on the same machine, one after the
 # other, then the ratios. Not part of CI: TRL and PyTorch are several GB.
 #
-#   scripts/w1_vs_trl.sh [STEPS]          # default 8 burnish steps, 6 TRL steps
+#   scripts/w1_vs_trl.sh [STEPS]          # default 6 steps each: the same 24 pairs
 #
 # Environment: VENV (default ../trl-venv, created and filled from PyPI when missing),
 # BENCH_DIR (default ../shared/bench, where trl_dpo_bench.py and ../assets live),
 # OUT (default runs/bench, where the JSON lines go).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-8}
+steps=${1:-6}
 venv=${VENV:-../trl-venv}
 bench_dir=${BENCH_DIR:-../shared/bench}
 out=${OUT:-runs/bench}
@@ -27,7 +27,7 @@ cargo bench -q --bench w1_dpo -- --model gpt2 --steps "$steps" | tail -1 | tee "
 for mode in precompute alongside; do
   echo "== TRL ($mode)"
   arg=$([ "$mode" = precompute ] && echo precompute || echo "")
-  (cd "$bench_dir" && "$OLDPWD/$venv/bin/python" trl_dpo_bench.py ../assets 6 $arg 2>/dev/null) \
+  (cd "$bench_dir" && "$OLDPWD/$venv/bin/python" trl_dpo_bench.py ../assets "$steps" $arg 2>/dev/null) \
     | tail -1 | tee "$out/trl_w1_$mode.json"
 done
 

@@ -58,6 +58,7 @@ impl TrainJob for Evaluation {
             max_prompt_length: a.max_prompt_length,
             max_length: a.max_length,
             batch_size: a.batch_size,
+            progress: false,
         };
         let result = evaluate_file::<B>(
             &a.model,

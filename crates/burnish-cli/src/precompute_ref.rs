@@ -23,7 +23,7 @@ pub struct PrecomputeRefArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Pairs per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Maximum prompt + completion tokens (as in training).
     #[arg(long, default_value_t = 512)]
@@ -53,6 +53,7 @@ impl Job for Precompute {
             max_prompt_length: a.max_prompt_length,
             max_length: a.max_length,
             batch_size: a.batch_size,
+            progress: true,
         };
         let report =
             precompute_reference_file::<B>(&a.model, &a.input, &a.output, &options, &device)?;

@@ -18,6 +18,7 @@ use burnish_losses::{
 use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, ScoredTokens, split_pair};
 
 use crate::batch::{TokenTensors, vector};
+use crate::progress::Progress;
 use crate::trainer::{BatchLoss, Objective, TrainError};
 
 /// An objective over a train and an eval list of rows, whose loss is a function of a batch of
@@ -104,15 +105,24 @@ pub fn packed_pair_logps<B: ModelBackend>(
     split_pair(model.sequence_logps(hidden, &scored, 2 * batch.batch).logps)
 }
 
+/// Pairs per forward pass of the reference: inference keeps no graph, so it takes larger
+/// batches than training, which pack into fuller rows.
+pub fn reference_batch_size(train_batch_size: usize) -> usize {
+    (4 * train_batch_size).max(16)
+}
+
 /// Fills `ref_chosen_logp` / `ref_rejected_logp` of every pair with the reference model's
-/// summed completion log-probs, `batch_size` pairs per forward pass.
+/// summed completion log-probs, `batch_size` pairs per forward pass (prompts shared, rows
+/// packed), reporting the pairs done to `progress` when given.
 pub fn precompute_reference<B: ModelBackend>(
     reference: &CausalLm<B>,
     pairs: &mut [TokenizedPair],
     collator: &Collator,
     batch_size: usize,
     device: &B::Device,
+    mut progress: Option<&mut Progress>,
 ) {
+    let mut done = 0;
     for chunk in pairs.chunks_mut(batch_size.max(1)) {
         let batch = collator.pack_pairs(chunk);
         let (chosen, rejected) = packed_pair_logps(reference, &batch, device);
@@ -126,6 +136,13 @@ pub fn precompute_reference<B: ModelBackend>(
             pair.ref_chosen_logp = Some(c);
             pair.ref_rejected_logp = Some(r);
         }
+        done += chunk.len() as u64;
+        if let Some(progress) = progress.as_mut() {
+            progress.advance(done, "reference log-probs (pairs)");
+        }
+    }
+    if let Some(progress) = progress {
+        progress.finish();
     }
 }
 

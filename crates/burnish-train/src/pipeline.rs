@@ -28,7 +28,10 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{ConfigError, TrainingConfig};
 use crate::metrics_log::{EvalRecord, Metrics};
-use crate::objectives::{PreferenceObjective, RewardObjective, SftObjective, precompute_reference};
+use crate::objectives::{
+    PreferenceObjective, RewardObjective, SftObjective, precompute_reference, reference_batch_size,
+};
+use crate::progress::Progress;
 use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
 
 /// Errors of the high-level entry points; each message names the file or key at fault.
@@ -434,9 +437,20 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
             Some(dir) => CausalLm::from_pretrained(dir, device)?,
             None => policy.valid(),
         };
-        let batch = config.train.batch_size;
-        precompute_reference(&reference, &mut train_pairs, &collator, batch, device);
-        precompute_reference(&reference, &mut eval_pairs, &collator, batch, device);
+        // One pass over train and eval pairs together, so one progress bar covers both.
+        let n_train = train_pairs.len();
+        train_pairs.append(&mut eval_pairs);
+        let mut progress = (!options.quiet).then(|| Progress::new(train_pairs.len() as u64, 0));
+        let batch = reference_batch_size(config.train.batch_size);
+        precompute_reference(
+            &reference,
+            &mut train_pairs,
+            &collator,
+            batch,
+            device,
+            progress.as_mut(),
+        );
+        eval_pairs = train_pairs.split_off(n_train);
     }
     let objective = PreferenceObjective::<B> {
         train: train_pairs,
@@ -534,17 +548,21 @@ pub struct PrecomputeOptions {
     pub max_length: usize,
     /// Pairs per forward pass.
     pub batch_size: usize,
+    /// Show a progress bar (or periodic lines when stderr is not a terminal).
+    pub progress: bool,
 }
 
 impl Default for PrecomputeOptions {
-    /// The model's tokenizer, the config defaults (256 / 512 tokens), 8 pairs per pass.
+    /// The model's tokenizer, the config defaults (256 / 512 tokens), 16 pairs per pass, progress
+    /// shown.
     fn default() -> Self {
         let data = crate::config::DataSection::default();
         PrecomputeOptions {
             tokenizer: None,
             max_prompt_length: data.max_prompt_length,
             max_length: data.max_length,
-            batch_size: 8,
+            batch_size: 16,
+            progress: true,
         }
     }
 }
@@ -575,6 +593,8 @@ pub fn precompute_reference_file<B: ModelBackend>(
     let mut writer: Option<PairWriter> = None;
     let mut reader = ReaderBuilder::new().path(input).pairs()?;
     let chunk_rows = options.batch_size.max(1) * 32;
+    let (_, rows) = burnish_data::reader::parquet_schema(input)?;
+    let mut progress = options.progress.then(|| Progress::new(rows, 0));
     loop {
         let chunk: Vec<PreferencePair> =
             reader.by_ref().take(chunk_rows).collect::<Result<_, _>>()?;
@@ -595,7 +615,7 @@ pub fn precompute_reference_file<B: ModelBackend>(
                 }
             }
         }
-        precompute_reference(&model, &mut ok, &collator, options.batch_size, device);
+        precompute_reference(&model, &mut ok, &collator, options.batch_size, device, None);
         let mut chunk = chunk;
         for pair in chunk.iter_mut() {
             pair.ref_chosen_logp = None;
@@ -607,6 +627,9 @@ pub fn precompute_reference_file<B: ModelBackend>(
         }
         report.read += chunk.len() as u64;
         report.scored += ok.len() as u64;
+        if let Some(progress) = progress.as_mut() {
+            progress.advance(report.read, "reference log-probs (rows)");
+        }
         for pair in chunk {
             let w = match writer.as_mut() {
                 Some(w) => w,
@@ -693,7 +716,7 @@ pub fn evaluate_file<B: ModelAutodiffBackend>(
                     Some(dir) => CausalLm::from_pretrained(dir, device)?,
                     None => model.valid(),
                 };
-                precompute_reference(&reference, &mut pairs, &collator, batch, device);
+                precompute_reference(&reference, &mut pairs, &collator, batch, device, None);
             }
             let name = loss.name().to_string();
             let objective = PreferenceObjective::<B> {

@@ -62,6 +62,8 @@ pub struct Progress {
     total_steps: u64,
     first_step: u64,
     started: Instant,
+    /// In line mode, the count from which [`Progress::advance`] prints its next line.
+    next_line: u64,
 }
 
 impl Progress {
@@ -98,6 +100,7 @@ impl Progress {
             total_steps,
             first_step: start_step,
             started: Instant::now(),
+            next_line: 0,
         }
     }
 
@@ -120,6 +123,35 @@ impl Progress {
                         format_line(step, self.total_steps, loss, lr, extra, elapsed, steps_done);
                     // Progress output is best effort: a closed stderr must not stop training.
                     let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+            }
+            Display::Hidden => {}
+        }
+    }
+
+    /// Records that `done` of the total items of a pass that is not training (the reference
+    /// log-probs before step 1, `precompute-ref`) are finished; `what` names them.
+    pub fn advance(&mut self, done: u64, what: &str) {
+        let elapsed = self.started.elapsed();
+        match &mut self.display {
+            Display::Bar(bar) => {
+                bar.set_position(done);
+                bar.set_message(what.to_string());
+            }
+            Display::Lines { every, out } => {
+                if done >= self.next_line || done == self.total_steps {
+                    self.next_line = done + *every;
+                    let secs = elapsed.as_secs_f64().max(1e-9);
+                    let rate = done as f64 / secs;
+                    let remaining = self.total_steps.saturating_sub(done) as f64 / rate.max(1e-9);
+                    let _ = writeln!(
+                        out,
+                        "{what} {done}/{} {rate:.1}/s elapsed {} eta {}",
+                        self.total_steps,
+                        format_duration(elapsed),
+                        format_duration(Duration::from_secs_f64(remaining.min(1e7)))
+                    );
                     let _ = out.flush();
                 }
             }

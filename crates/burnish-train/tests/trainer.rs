@@ -168,7 +168,14 @@ fn precomputed_reference_matches_reference_alongside() {
     let start = policy();
     let reference = start.valid();
     let mut cached = pairs(24, 0);
-    precompute_reference(&reference, &mut cached, &Collator::new(0), 5, &device());
+    precompute_reference(
+        &reference,
+        &mut cached,
+        &Collator::new(0),
+        5,
+        &device(),
+        None,
+    );
     assert!(cached.iter().all(|p| p.ref_chosen_logp.is_some()));
 
     let alongside = train(
