@@ -6,17 +6,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::activation::{gelu, relu, silu, softmax};
+use burn::tensor::activation::{gelu, relu, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
-use crate::ops::{ModelBackend, gelu_tanh};
-
-/// Added to masked attention scores. Finite, not -inf, so a row whose keys are all masked (a
-/// padding query) softmaxes to a uniform row instead of NaN, and NaN never reaches real rows
-/// through `0 * NaN` in the value product.
-const MASKED_SCORE: f32 = -1e9;
+use crate::ops::{ModelBackend, gelu_tanh, masked_softmax};
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
 #[derive(Module, Debug)]
@@ -145,7 +140,7 @@ pub struct SelfAttention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> SelfAttention<B> {
+impl<B: ModelBackend> SelfAttention<B> {
     /// `[batch, seq, d_model] -> [batch, seq, d_model]`.
     ///
     /// `allowed` is `[batch, 1, seq, keys]`: which keys each query may attend to (causal and
@@ -182,10 +177,7 @@ impl<B: Backend> SelfAttention<B> {
         let (k, v) = (self.repeat_kv(k, keys), self.repeat_kv(v, keys));
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        let masked = allowed
-            .bool_not()
-            .expand([batch, self.num_heads, seq, keys]);
-        let weights = softmax(scores.mask_fill(masked, MASKED_SCORE), 3);
+        let weights = masked_softmax(scores, allowed);
         let out =
             weights
                 .matmul(v)

@@ -8,17 +8,19 @@
 
 pub mod gelu;
 pub mod logprob_head;
+pub mod masked_softmax;
 pub(crate) mod simd;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 pub use gelu::{GeluOps, gelu_tanh};
 pub use logprob_head::{LogprobHeadOps, logprob_head};
+pub use masked_softmax::{MaskedSoftmaxOps, masked_softmax};
 
 /// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
-pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps {}
+pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps {}
 
-impl<B: Backend + LogprobHeadOps + GeluOps> ModelBackend for B {}
+impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps> ModelBackend for B {}
 
 /// A backend burnish trains on: autodiff over a [`ModelBackend`], itself one too.
 pub trait ModelAutodiffBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
@@ -36,7 +38,7 @@ mod cube {
     use burn_cubecl::cubecl::server::ComputeServer;
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-    use super::{GeluOps, LogprobHeadOps};
+    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps};
 
     impl<R, F, I, BT> LogprobHeadOps for CubeBackend<R, F, I, BT>
     where
@@ -63,4 +65,17 @@ mod cube {
     }
 
     impl<B: burn_fusion::FusionBackend + GeluOps> GeluOps for burn_fusion::Fusion<B> {}
+
+    impl<R, F, I, BT> MaskedSoftmaxOps for CubeBackend<R, F, I, BT>
+    where
+        R: CubeRuntime,
+        R::Server: ComputeServer,
+        R::Device: burn::tensor::backend::DeviceOps,
+        F: FloatElement,
+        I: IntElement,
+        BT: BoolElement,
+    {
+    }
+
+    impl<B: burn_fusion::FusionBackend + MaskedSoftmaxOps> MaskedSoftmaxOps for burn_fusion::Fusion<B> {}
 }

@@ -80,6 +80,28 @@ fn log_sum_exp_body(row: &[f32]) -> f32 {
 }
 
 #[inline(always)]
+fn softmax_body(row: &mut [f32]) {
+    let max = max_body(row);
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for chunk in chunks.by_ref() {
+        for (s, x) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *x = exp(*x - max);
+            *s += *x;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    let scale = 1.0 / sum;
+    for x in row.iter_mut() {
+        *x *= scale;
+    }
+}
+
+#[inline(always)]
 fn scaled_neg_softmax_body(row: &mut [f32], lse: f32, scale: f32) {
     for x in row.iter_mut() {
         *x = -scale * exp(*x - lse);
@@ -135,6 +157,16 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
     pub unsafe fn scaled_neg_softmax(row: &mut [f32], lse: f32, scale: f32) {
         super::scaled_neg_softmax_body(row, lse, scale)
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+    pub unsafe fn softmax(row: &mut [f32]) {
+        super::softmax_body(row)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax_avx2(row: &mut [f32]) {
+        super::softmax_body(row)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -255,6 +287,21 @@ pub fn log_sum_exp(row: &[f32]) -> f32 {
         }
     }
     log_sum_exp_body(row)
+}
+
+/// In place: the softmax of `row` (stable: shifted by the row's maximum).
+pub fn softmax_in_place(row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: as in `log_sum_exp`.
+        if x86::has_avx512() {
+            return unsafe { x86::softmax(row) };
+        }
+        if x86::has_avx2() {
+            return unsafe { x86::softmax_avx2(row) };
+        }
+    }
+    softmax_body(row)
 }
 
 /// In place: `row[j] = -scale * exp(row[j] - lse)`, i.e. minus the scaled softmax given the
