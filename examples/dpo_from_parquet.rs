@@ -48,7 +48,7 @@ fn show_eval(when: &str, e: &EvalRecord) {
 }
 
 /// Summed log-prob of `completion` after `prompt` under `model`.
-fn score<B: burnish::burn::tensor::backend::Backend>(
+fn score<B: burnish::model::ModelBackend>(
     model: &CausalLm<B>,
     tokenizer: &TextTokenizer,
     prompt: &str,

@@ -33,7 +33,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::tensor::backend::Backend;
+use burnish_model::ModelBackend;
 use burnish_model::{CausalLm, ModelConfig, SamplingConfig};
 
 #[cfg(not(feature = "wgpu"))]
@@ -145,7 +145,7 @@ struct Row {
 }
 
 /// The fastest of `repeats` calls, and the tokens the last one produced.
-fn time_generate<B: Backend>(
+fn time_generate<B: ModelBackend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     config: &SamplingConfig,

@@ -148,16 +148,7 @@ mod tests {
 
     use super::gelu_tanh;
 
-    fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-        t.into_data().into_vec::<f32>().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::ops::test_support::{host, max_diff};
 
     /// The fused op and burn's composition agree in value and gradient, on the flex kernel and
     /// on the generic bodies (what the GPU backends run), including a non-contiguous input.

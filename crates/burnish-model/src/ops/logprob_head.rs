@@ -232,32 +232,112 @@ mod flex {
     /// bounds (`rows * vocab` floats).
     const CHUNK_ROWS: usize = 256;
 
-    /// A 2-D f32 matrix in memory, any strides.
+    /// A view of a 2-D f32 matrix in memory, any non-negative strides.
+    #[derive(Clone, Copy)]
     struct Matrix<'a> {
         data: &'a [f32],
         rows: usize,
         cols: usize,
-        row_stride: isize,
-        col_stride: isize,
+        row_stride: usize,
+        col_stride: usize,
     }
 
     impl<'a> Matrix<'a> {
+        /// A 2-D flex tensor of f32 with non-negative strides (see `all_f32`).
         fn of(t: &'a FlexTensor) -> Self {
             let layout = t.layout();
-            let shape = layout.shape();
-            let strides = layout.strides();
-            let storage = t.storage::<f32>();
+            let (shape, strides) = (layout.shape(), layout.strides());
             Matrix {
-                data: &storage[layout.start_offset()..],
+                data: &t.storage::<f32>()[layout.start_offset()..],
                 rows: shape[0],
                 cols: shape[1],
-                row_stride: strides[0],
-                col_stride: strides[1],
+                row_stride: strides[0] as usize,
+                col_stride: strides[1] as usize,
             }
         }
 
-        fn ptr(&self) -> *const f32 {
-            self.data.as_ptr()
+        /// A row-major `rows x cols` buffer.
+        fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+            Matrix {
+                data,
+                rows,
+                cols,
+                row_stride: cols,
+                col_stride: 1,
+            }
+        }
+
+        /// Rows `start..start + len`.
+        fn rows(self, start: usize, len: usize) -> Self {
+            Matrix {
+                data: &self.data[start * self.row_stride..],
+                rows: len,
+                ..self
+            }
+        }
+
+        /// The transpose (a view: strides swapped).
+        fn t(self) -> Self {
+            Matrix {
+                rows: self.cols,
+                cols: self.rows,
+                row_stride: self.col_stride,
+                col_stride: self.row_stride,
+                ..self
+            }
+        }
+
+        /// Whether every element the view names lies inside its slice.
+        fn in_bounds(&self) -> bool {
+            self.rows == 0
+                || self.cols == 0
+                || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                    < self.data.len()
+        }
+    }
+
+    /// `dst = lhs @ rhs` (or `dst += lhs @ rhs` when `accumulate`), `dst` row-major
+    /// `[lhs.rows, rhs.cols]`, with gemm on all cores.
+    fn gemm_into(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
+        let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+        assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+        // SAFETY: the asserts above keep every access of the three views inside their slices,
+        // and `dst` is a distinct, mutable buffer.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                lhs.data.as_ptr(),
+                lhs.col_stride as isize,
+                lhs.row_stride as isize,
+                rhs.data.as_ptr(),
+                rhs.col_stride as isize,
+                rhs.row_stride as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+    }
+
+    /// Calls `f(start, rows, logits)` for each chunk of [`CHUNK_ROWS`] positions, `logits`
+    /// holding that chunk's `hidden_c @ weight^T` (`[rows, vocab]`, one buffer reused).
+    fn for_each_chunk(h: Matrix, w: Matrix, mut f: impl FnMut(usize, usize, &mut [f32])) {
+        let (n, vocab) = (h.rows, w.rows);
+        let mut buffer = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
+        for start in (0..n).step_by(CHUNK_ROWS) {
+            let rows = CHUNK_ROWS.min(n - start);
+            let logits = &mut buffer[..rows * vocab];
+            gemm_into(logits, h.rows(start, rows), w.t(), false);
+            f(start, rows, logits);
         }
     }
 
@@ -282,37 +362,6 @@ mod flex {
         FlexTensor::from_data(TensorData::new(values, [n]))
     }
 
-    /// `out[rows, vocab] = hidden[start..start + rows] @ weight^T`.
-    fn chunk_logits(hidden: &Matrix, weight: &Matrix, start: usize, rows: usize, out: &mut [f32]) {
-        let vocab = weight.rows;
-        let d = hidden.cols;
-        // SAFETY: the pointers and strides describe `rows x d`, `d x vocab` and `rows x vocab`
-        // matrices that lie inside their slices (checked by the shapes of the tensors).
-        unsafe {
-            gemm::gemm(
-                rows,
-                vocab,
-                d,
-                out.as_mut_ptr(),
-                1,
-                vocab as isize,
-                false,
-                hidden.ptr().offset(start as isize * hidden.row_stride),
-                hidden.col_stride,
-                hidden.row_stride,
-                weight.ptr(),
-                weight.row_stride,
-                weight.col_stride,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-    }
-
     impl LogprobHeadOps for Flex {
         fn logprob_head_forward(
             hidden: FloatTensor<Self>,
@@ -326,11 +375,7 @@ mod flex {
             let targets = targets_of(&targets);
             let (n, vocab) = (h.rows, w.rows);
             let (mut logp, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
-            let mut logits = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
-            for start in (0..n).step_by(CHUNK_ROWS) {
-                let rows = CHUNK_ROWS.min(n - start);
-                let logits = &mut logits[..rows * vocab];
-                chunk_logits(&h, &w, start, rows, logits);
+            for_each_chunk(h, w, |start, rows, logits| {
                 logits
                     .par_chunks(vocab)
                     .zip(logp[start..start + rows].par_iter_mut())
@@ -340,7 +385,7 @@ mod flex {
                         *lse = simd::log_sum_exp(row);
                         *logp = row[target] - *lse;
                     });
-            }
+            });
             (vector(logp), vector(lse))
         }
 
@@ -365,11 +410,7 @@ mod flex {
             let (n, vocab, d) = (h.rows, w.rows, h.cols);
             let mut grad_hidden = vec![0.0f32; n * d];
             let mut grad_weight = vec![0.0f32; vocab * d];
-            let mut dlogits = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
-            for start in (0..n).step_by(CHUNK_ROWS) {
-                let rows = CHUNK_ROWS.min(n - start);
-                let dlogits = &mut dlogits[..rows * vocab];
-                chunk_logits(&h, &w, start, rows, dlogits);
+            for_each_chunk(h, w, |start, rows, dlogits| {
                 dlogits
                     .par_chunks_mut(vocab)
                     .zip(lse[start..start + rows].par_iter())
@@ -379,55 +420,17 @@ mod flex {
                         simd::scaled_neg_softmax(row, lse, g);
                         row[target] += g;
                     });
-                // SAFETY: as in `chunk_logits`; grad_hidden rows `start..start + rows` and the
-                // whole grad_weight are distinct, live buffers of the right sizes.
-                unsafe {
-                    // d hidden_c [rows, d] = dlogits [rows, vocab] @ weight [vocab, d]
-                    gemm::gemm(
-                        rows,
-                        d,
-                        vocab,
-                        grad_hidden.as_mut_ptr().add(start * d),
-                        1,
-                        d as isize,
-                        false,
-                        dlogits.as_ptr(),
-                        1,
-                        vocab as isize,
-                        w.ptr(),
-                        w.col_stride,
-                        w.row_stride,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    );
-                    // d weight [vocab, d] += dlogits^T [vocab, rows] @ hidden_c [rows, d]
-                    gemm::gemm(
-                        vocab,
-                        d,
-                        rows,
-                        grad_weight.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        start > 0,
-                        dlogits.as_ptr(),
-                        vocab as isize,
-                        1,
-                        h.ptr().offset(start as isize * h.row_stride),
-                        h.col_stride,
-                        h.row_stride,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    );
-                }
-            }
+                let dlogits = Matrix::row_major(dlogits, rows, vocab);
+                // d hidden_c [rows, d] = dlogits [rows, vocab] @ weight [vocab, d]
+                gemm_into(&mut grad_hidden[start * d..], dlogits, w, false);
+                // d weight [vocab, d] += dlogits^T [vocab, rows] @ hidden_c [rows, d]
+                gemm_into(
+                    &mut grad_weight,
+                    dlogits.t(),
+                    h.rows(start, rows),
+                    start > 0,
+                );
+            });
             (
                 FlexTensor::from_data(TensorData::new(grad_hidden, [n, d])),
                 FlexTensor::from_data(TensorData::new(grad_weight, [vocab, d])),
@@ -445,17 +448,10 @@ mod tests {
 
     use super::{LogprobHeadOps, float, generic_backward, generic_forward};
 
-    fn host<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
-        t.into_data().into_vec::<f32>().unwrap()
-    }
+    use crate::ops::test_support::{host, max_diff};
 
     fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
-        let scale = b.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-            / scale
+        max_diff(a, b) / b.iter().fold(1e-6f32, |m, x| m.max(x.abs()))
     }
 
     #[test]

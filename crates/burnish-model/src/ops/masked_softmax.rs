@@ -235,16 +235,7 @@ mod tests {
 
     use super::{generic_forward, masked_softmax};
 
-    fn host<B: burn::tensor::backend::Backend>(t: Tensor<B, 4>) -> Vec<f32> {
-        t.into_data().into_vec::<f32>().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::ops::test_support::{host, max_diff};
 
     /// The flex kernel equals the generic body (mask expand + fill + softmax) in value and
     /// gradient, including a fully masked row, which stays uniform.

@@ -37,45 +37,47 @@ where
 mod cube {
     use burn_cubecl::cubecl::server::ComputeServer;
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+    use burn_fusion::{Fusion, FusionBackend};
 
     use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps};
 
-    impl<R, F, I, BT> LogprobHeadOps for CubeBackend<R, F, I, BT>
-    where
-        R: CubeRuntime,
-        R::Server: ComputeServer,
-        R::Device: burn::tensor::backend::DeviceOps,
-        F: FloatElement,
-        I: IntElement,
-        BT: BoolElement,
-    {
+    macro_rules! generic_bodies {
+        ($($op:ident),*) => {$(
+            impl<R, F, I, BT> $op for CubeBackend<R, F, I, BT>
+            where
+                R: CubeRuntime,
+                R::Server: ComputeServer,
+                R::Device: burn::tensor::backend::DeviceOps,
+                F: FloatElement,
+                I: IntElement,
+                BT: BoolElement,
+            {
+            }
+
+            impl<B: FusionBackend + $op> $op for Fusion<B> {}
+        )*};
     }
 
-    impl<B: burn_fusion::FusionBackend + LogprobHeadOps> LogprobHeadOps for burn_fusion::Fusion<B> {}
+    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps);
+}
 
-    impl<R, F, I, BT> GeluOps for CubeBackend<R, F, I, BT>
-    where
-        R: CubeRuntime,
-        R::Server: ComputeServer,
-        R::Device: burn::tensor::backend::DeviceOps,
-        F: FloatElement,
-        I: IntElement,
-        BT: BoolElement,
-    {
+/// What the ops' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use burn::tensor::Tensor;
+    use burn::tensor::backend::Backend;
+
+    /// A tensor's elements on the host.
+    pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
     }
 
-    impl<B: burn_fusion::FusionBackend + GeluOps> GeluOps for burn_fusion::Fusion<B> {}
-
-    impl<R, F, I, BT> MaskedSoftmaxOps for CubeBackend<R, F, I, BT>
-    where
-        R: CubeRuntime,
-        R::Server: ComputeServer,
-        R::Device: burn::tensor::backend::DeviceOps,
-        F: FloatElement,
-        I: IntElement,
-        BT: BoolElement,
-    {
+    /// The largest absolute element-wise difference.
+    pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
-
-    impl<B: burn_fusion::FusionBackend + MaskedSoftmaxOps> MaskedSoftmaxOps for burn_fusion::Fusion<B> {}
 }

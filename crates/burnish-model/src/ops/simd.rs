@@ -122,107 +122,68 @@ fn zip_map_body<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-    pub unsafe fn map<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
-        super::map_body(src, dst, f)
-    }
+/// Defines `pub fn $name` that runs `$body` compiled for AVX-512 or AVX2 + FMA when the CPU has
+/// them (the compiler vectorises the body with those instructions), else for the baseline.
+macro_rules! widest {
+    ($(#[$doc:meta])* fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$doc])*
+        pub fn $name<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn avx512<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($gen)*>($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: each variant runs only where the CPU has the features it was compiled
+                // for (std caches the detection).
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512dq")
+                {
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn map_avx2<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
-        super::map_body(src, dst, f)
-    }
+widest! {
+    /// `dst[i] = f(src[i])`, vectorised with the widest instructions the CPU has.
+    fn map_slice[F: Fn(f32) -> f32](src: &[f32], dst: &mut [f32], f: &F) => map_body
+}
 
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-    pub unsafe fn zip_map<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: &F) {
-        super::zip_map_body(a, b, dst, f)
-    }
+widest! {
+    /// `dst[i] = f(a[i], b[i])`, vectorised as [`map_slice`].
+    fn zip_map_slice[F: Fn(f32, f32) -> f32](a: &[f32], b: &[f32], dst: &mut [f32], f: &F) => zip_map_body
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn zip_map_avx2<F: Fn(f32, f32) -> f32>(
-        a: &[f32],
-        b: &[f32],
-        dst: &mut [f32],
-        f: &F,
-    ) {
-        super::zip_map_body(a, b, dst, f)
-    }
+widest! {
+    /// `log(sum(exp(row)))`, computed stably around the row's maximum.
+    fn log_sum_exp[](row: &[f32]) -> f32 => log_sum_exp_body
+}
 
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-    pub unsafe fn log_sum_exp(row: &[f32]) -> f32 {
-        super::log_sum_exp_body(row)
-    }
+widest! {
+    /// In place: the softmax of `row` (stable: shifted by the row's maximum).
+    fn softmax_in_place[](row: &mut [f32]) => softmax_body
+}
 
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-    pub unsafe fn scaled_neg_softmax(row: &mut [f32], lse: f32, scale: f32) {
-        super::scaled_neg_softmax_body(row, lse, scale)
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
-    pub unsafe fn softmax(row: &mut [f32]) {
-        super::softmax_body(row)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn softmax_avx2(row: &mut [f32]) {
-        super::softmax_body(row)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn log_sum_exp_avx2(row: &[f32]) -> f32 {
-        super::log_sum_exp_body(row)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn scaled_neg_softmax_avx2(row: &mut [f32], lse: f32, scale: f32) {
-        super::scaled_neg_softmax_body(row, lse, scale)
-    }
-
-    pub fn has_avx512() -> bool {
-        std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512dq")
-    }
-
-    pub fn has_avx2() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
+widest! {
+    /// In place: `row[j] = -scale * exp(row[j] - lse)`, i.e. minus the scaled softmax given the
+    /// row's log-sum-exp.
+    fn scaled_neg_softmax[](row: &mut [f32], lse: f32, scale: f32) => scaled_neg_softmax_body
 }
 
 /// Elements per rayon task of the element-wise maps: large enough to amortise the task.
 #[cfg(feature = "flex")]
 const MAP_CHUNK: usize = 1 << 15;
-
-/// `dst[i] = f(src[i])`, vectorised with the widest instructions the CPU has.
-pub fn map_slice<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: each call is guarded by the detection of the features it was compiled for.
-        if x86::has_avx512() {
-            return unsafe { x86::map(src, dst, f) };
-        }
-        if x86::has_avx2() {
-            return unsafe { x86::map_avx2(src, dst, f) };
-        }
-    }
-    map_body(src, dst, f)
-}
-
-/// `dst[i] = f(a[i], b[i])`, vectorised as [`map_slice`].
-pub fn zip_map_slice<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `map_slice`.
-        if x86::has_avx512() {
-            return unsafe { x86::zip_map(a, b, dst, f) };
-        }
-        if x86::has_avx2() {
-            return unsafe { x86::zip_map_avx2(a, b, dst, f) };
-        }
-    }
-    zip_map_body(a, b, dst, f)
-}
 
 /// A flex tensor's elements as contiguous f32 (copied only when it is a strided view), or
 /// `None` for another float type.
@@ -272,52 +233,6 @@ pub fn zip_map_f32<F: Fn(f32, f32) -> f32 + Sync>(
     Some(burn::backend::flex::FlexTensor::from_data(
         burn::tensor::TensorData::new(out, shape),
     ))
-}
-
-/// `log(sum(exp(row)))`, computed stably around the row's maximum.
-pub fn log_sum_exp(row: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: each call is guarded by the detection of the features it was compiled for.
-        if x86::has_avx512() {
-            return unsafe { x86::log_sum_exp(row) };
-        }
-        if x86::has_avx2() {
-            return unsafe { x86::log_sum_exp_avx2(row) };
-        }
-    }
-    log_sum_exp_body(row)
-}
-
-/// In place: the softmax of `row` (stable: shifted by the row's maximum).
-pub fn softmax_in_place(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `log_sum_exp`.
-        if x86::has_avx512() {
-            return unsafe { x86::softmax(row) };
-        }
-        if x86::has_avx2() {
-            return unsafe { x86::softmax_avx2(row) };
-        }
-    }
-    softmax_body(row)
-}
-
-/// In place: `row[j] = -scale * exp(row[j] - lse)`, i.e. minus the scaled softmax given the
-/// row's log-sum-exp.
-pub fn scaled_neg_softmax(row: &mut [f32], lse: f32, scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: as in `log_sum_exp`.
-        if x86::has_avx512() {
-            return unsafe { x86::scaled_neg_softmax(row, lse, scale) };
-        }
-        if x86::has_avx2() {
-            return unsafe { x86::scaled_neg_softmax_avx2(row, lse, scale) };
-        }
-    }
-    scaled_neg_softmax_body(row, lse, scale)
 }
 
 #[cfg(test)]
