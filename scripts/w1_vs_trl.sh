@@ -20,6 +20,9 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q torch transformers trl datasets accelerate
 fi
+# Absolute paths: the TRL script runs from its own folder.
+venv=$(cd "$venv" && pwd)
+out=$(cd "$out" && pwd)
 
 cargo bench --bench w1_dpo --no-run
 echo "== burnish (gpt2, $steps steps)"
@@ -27,8 +30,10 @@ cargo bench -q --bench w1_dpo -- --model gpt2 --steps "$steps" | tail -1 | tee "
 for mode in precompute alongside; do
   echo "== TRL ($mode)"
   arg=$([ "$mode" = precompute ] && echo precompute || echo "")
-  (cd "$bench_dir" && "$OLDPWD/$venv/bin/python" trl_dpo_bench.py ../assets "$steps" $arg 2>/dev/null) \
-    | tail -1 | tee "$out/trl_w1_$mode.json"
+  # stderr keeps TRL's progress bars, among them the reference pass's ("Computing reference
+  # log probs ... [00:29<00:00]").
+  (cd "$bench_dir" && "$venv/bin/python" trl_dpo_bench.py ../assets "$steps" $arg \
+    2>"$out/trl_w1_$mode.err") | tail -1 | tee "$out/trl_w1_$mode.json"
 done
 
 python3 - "$out" <<'PY'
