@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
-use crate::ops::{ModelBackend, gelu_tanh, masked_softmax};
+use crate::ops::{ModelBackend, NormKind, gelu_tanh, masked_softmax, norm};
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
 #[derive(Module, Debug)]
@@ -26,17 +26,14 @@ pub struct Norm<B: Backend> {
     pub rms: bool,
 }
 
-impl<B: Backend> Norm<B> {
-    /// `[..., d_model] -> [..., d_model]`
+impl<B: ModelBackend> Norm<B> {
+    /// `[..., d_model] -> [..., d_model]`, through the fused norm op.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let weight = self.weight.val().unsqueeze::<D>();
-        if self.rms {
-            let rms = (x.clone().square().mean_dim(D - 1) + self.eps).sqrt();
-            return x / rms * weight;
-        }
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let normed = (x - mean) / (var + self.eps).sqrt();
-        let out = normed * weight;
+        let kind = NormKind {
+            rms: self.rms,
+            eps: self.eps,
+        };
+        let out = norm(x, self.weight.val(), kind);
         match &self.bias {
             Some(bias) => out + bias.val().unsqueeze::<D>(),
             None => out,

@@ -9,6 +9,7 @@
 pub mod gelu;
 pub mod logprob_head;
 pub mod masked_softmax;
+pub mod norm;
 pub(crate) mod simd;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -16,11 +17,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 pub use gelu::{GeluOps, gelu_tanh};
 pub use logprob_head::{LogprobHeadOps, logprob_head};
 pub use masked_softmax::{MaskedSoftmaxOps, masked_softmax};
+pub use norm::{NormKind, NormOps, norm};
 
 /// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
-pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps {}
+pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps {}
 
-impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps> ModelBackend for B {}
+impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps> ModelBackend for B {}
 
 /// A backend burnish trains on: autodiff over a [`ModelBackend`], itself one too.
 pub trait ModelAutodiffBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
@@ -39,7 +41,7 @@ mod cube {
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
     use burn_fusion::{Fusion, FusionBackend};
 
-    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps};
+    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, NormOps};
 
     macro_rules! generic_bodies {
         ($($op:ident),*) => {$(
@@ -58,7 +60,7 @@ mod cube {
         )*};
     }
 
-    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps);
+    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps);
 }
 
 /// What the ops' unit tests share.
