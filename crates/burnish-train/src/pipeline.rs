@@ -585,7 +585,7 @@ pub fn precompute_reference_file<B: ModelBackend>(
     )?;
     let collator = collator_for(&encoder);
     let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
-    let (schema, _) = burnish_data::reader::parquet_schema(input)?;
+    let (schema, rows) = burnish_data::reader::parquet_schema(input)?;
     let has = |name: &str| schema.column_with_name(name).is_some();
     let (has_id, has_margin) = (has("id"), has("margin"));
     let mut rejects = Rejects::new(burnish_data::convert::default_rejects_path(output));
@@ -593,7 +593,6 @@ pub fn precompute_reference_file<B: ModelBackend>(
     let mut writer: Option<PairWriter> = None;
     let mut reader = ReaderBuilder::new().path(input).pairs()?;
     let chunk_rows = options.batch_size.max(1) * 32;
-    let (_, rows) = burnish_data::reader::parquet_schema(input)?;
     let mut progress = options.progress.then(|| Progress::new(rows, 0));
     loop {
         let chunk: Vec<PreferencePair> =

@@ -243,7 +243,7 @@ mod flex {
     }
 
     impl<'a> Matrix<'a> {
-        /// A 2-D flex tensor of f32 with non-negative strides (see `all_f32`).
+        /// A 2-D flex tensor of f32 with non-negative strides (see `kernel_targets`).
         fn of(t: &'a FlexTensor) -> Self {
             let layout = t.layout();
             let (shape, strides) = (layout.shape(), layout.strides());
@@ -341,20 +341,31 @@ mod flex {
         }
     }
 
-    fn all_f32(tensors: &[&FlexTensor]) -> bool {
-        tensors.iter().all(|t| t.dtype() == DType::F32)
-            && tensors
-                .iter()
-                .all(|t| t.layout().strides().iter().all(|&s| s >= 0))
-    }
-
-    fn targets_of(targets: &IntTensor<Flex>) -> Vec<usize> {
-        targets
+    /// The targets as indices when the kernel can take the problem: f32 `hidden [n, d]` and
+    /// `weight [vocab, d]` with non-negative strides, and `n` targets in `0..vocab`. `None`
+    /// sends it to the generic body (which reports bad shapes or ids as burn does).
+    fn kernel_targets(
+        hidden: &FlexTensor,
+        weight: &FlexTensor,
+        targets: &IntTensor<Flex>,
+    ) -> Option<Vec<usize>> {
+        let matrix = |t: &FlexTensor| {
+            t.dtype() == DType::F32
+                && t.layout().shape().num_dims() == 2
+                && t.layout().strides().iter().all(|&s| s >= 0)
+        };
+        let (h, w) = (hidden.layout().shape(), weight.layout().shape());
+        if !matrix(hidden) || !matrix(weight) || h[1] != w[1] {
+            return None;
+        }
+        let vocab = w[0];
+        let targets: Vec<usize> = targets
             .clone()
             .into_data()
             .iter::<i64>()
-            .map(|t| t as usize)
-            .collect()
+            .map(|t| usize::try_from(t).ok().filter(|&t| t < vocab))
+            .collect::<Option<_>>()?;
+        (targets.len() == h[0]).then_some(targets)
     }
 
     fn vector(values: Vec<f32>) -> FlexTensor {
@@ -368,11 +379,11 @@ mod flex {
             weight: FloatTensor<Self>,
             targets: IntTensor<Self>,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            if !all_f32(&[&hidden, &weight]) {
+            let Some(target_ids) = kernel_targets(&hidden, &weight, &targets) else {
                 return super::generic_forward::<Self>(hidden, weight, targets);
-            }
+            };
             let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
-            let targets = targets_of(&targets);
+            let targets = target_ids;
             let (n, vocab) = (h.rows, w.rows);
             let (mut logp, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
             for_each_chunk(h, w, |start, rows, logits| {
@@ -396,17 +407,23 @@ mod flex {
             lse: FloatTensor<Self>,
             grad: FloatTensor<Self>,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            if !all_f32(&[&hidden, &weight, &lse, &grad]) {
+            let (Some(target_ids), Some(lse_c), Some(grad_c)) = (
+                kernel_targets(&hidden, &weight, &targets),
+                simd::contiguous_f32(&lse),
+                simd::contiguous_f32(&grad),
+            ) else {
+                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+            };
+            let (Some(lse_values), Some(grad_values)) =
+                (lse_c.as_slice::<f32>(), grad_c.as_slice::<f32>())
+            else {
+                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+            };
+            if lse_values.len() != target_ids.len() || grad_values.len() != target_ids.len() {
                 return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
             }
             let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
-            let targets = targets_of(&targets);
-            let lse = lse.to_contiguous();
-            let grad = grad.to_contiguous();
-            let (lse, grad) = (
-                lse.as_slice::<f32>().expect("contiguous"),
-                grad.as_slice::<f32>().expect("contiguous"),
-            );
+            let (targets, lse, grad) = (target_ids, lse_values, grad_values);
             let (n, vocab, d) = (h.rows, w.rows, h.cols);
             let mut grad_hidden = vec![0.0f32; n * d];
             let mut grad_weight = vec![0.0f32; vocab * d];
@@ -446,12 +463,21 @@ mod tests {
     use burn::backend::Flex;
     use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-    use super::{LogprobHeadOps, float, generic_backward, generic_forward};
+    use burn::tensor::ops::FloatTensor;
 
+    use super::{LogprobHeadOps, float, generic_backward, generic_forward};
     use crate::ops::test_support::{host, max_diff};
 
-    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
-        max_diff(a, b) / b.iter().fold(1e-6f32, |m, x| m.max(x.abs()))
+    /// `got` and `want` (`D`-dimensional primitives) agree to `tol` relative to `want`'s largest.
+    fn assert_close<const D: usize>(
+        what: &str,
+        got: FloatTensor<Flex>,
+        want: FloatTensor<Flex>,
+        tol: f32,
+    ) {
+        let (got, want) = (host(float::<Flex, D>(got)), host(float::<Flex, D>(want)));
+        let rel = max_diff(&got, &want) / want.iter().fold(1e-6f32, |m, x| m.max(x.abs()));
+        assert!(rel < tol, "{what}: relative difference {rel}");
     }
 
     #[test]
@@ -470,18 +496,8 @@ mod tests {
             Flex::logprob_head_forward(p(&hidden), p(&weight), targets.clone().into_primitive());
         let (want_logp, want_lse) =
             generic_forward::<Flex>(p(&hidden), p(&weight), targets.clone().into_primitive());
-        assert!(
-            max_rel_diff(
-                &host(float::<Flex, 1>(logp)),
-                &host(float::<Flex, 1>(want_logp))
-            ) < 1e-5
-        );
-        assert!(
-            max_rel_diff(
-                &host(float::<Flex, 1>(lse.clone())),
-                &host(float::<Flex, 1>(want_lse))
-            ) < 1e-5
-        );
+        assert_close::<1>("log-probs", logp, want_logp, 1e-5);
+        assert_close::<1>("log-sum-exp", lse.clone(), want_lse, 1e-5);
         let g = grad.into_primitive().tensor();
         let (gh, gw) = Flex::logprob_head_backward(
             p(&hidden),
@@ -492,17 +508,7 @@ mod tests {
         );
         let (want_gh, want_gw) =
             generic_backward::<Flex>(p(&hidden), p(&weight), targets.into_primitive(), lse, g);
-        assert!(
-            max_rel_diff(
-                &host(float::<Flex, 2>(gh)),
-                &host(float::<Flex, 2>(want_gh))
-            ) < 1e-4
-        );
-        assert!(
-            max_rel_diff(
-                &host(float::<Flex, 2>(gw)),
-                &host(float::<Flex, 2>(want_gw))
-            ) < 1e-4
-        );
+        assert_close::<2>("d hidden", gh, want_gh, 1e-4);
+        assert_close::<2>("d weight", gw, want_gw, 1e-4);
     }
 }

@@ -128,17 +128,20 @@ mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::tensor::ops::{BoolTensor, FloatTensor};
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::{BoolStore, DType, TensorData};
     use rayon::prelude::*;
 
     use super::{MASKED_SCORE, MaskedSoftmaxOps};
-    use crate::ops::simd;
+    use crate::ops::simd::{self, contiguous_f32};
 
     /// Rows per rayon task.
     const ROWS_PER_TASK: usize = 64;
 
-    fn f32_contiguous(t: &FlexTensor) -> Option<FlexTensor> {
-        (t.dtype() == DType::F32).then(|| t.to_contiguous())
+    /// The mask as contiguous bytes (one per element), or `None` for a bool store that is not
+    /// byte-sized (the generic body handles it).
+    fn mask_bytes(t: &FlexTensor) -> Option<FlexTensor> {
+        matches!(t.dtype(), DType::Bool(BoolStore::Native | BoolStore::U8))
+            .then(|| t.to_contiguous())
     }
 
     /// Whether `allowed` is `[batch, 1, queries, keys]` for `scores [batch, heads, queries, keys]`.
@@ -159,13 +162,17 @@ mod flex {
             allowed: BoolTensor<Self>,
         ) -> FloatTensor<Self> {
             let shape = scores.layout().shape().clone();
-            let (Some(x), true) = (f32_contiguous(&scores), mask_fits(&scores, &allowed)) else {
+            let (Some(x), Some(mask), true) = (
+                contiguous_f32(&scores),
+                mask_bytes(&allowed),
+                mask_fits(&scores, &allowed),
+            ) else {
+                return super::generic_forward::<Self>(scores, allowed);
+            };
+            let (Some(src), mask) = (x.as_slice::<f32>(), mask.storage::<u8>()) else {
                 return super::generic_forward::<Self>(scores, allowed);
             };
             let (heads, queries, keys) = (shape[1], shape[2], shape[3]);
-            let mask = allowed.to_contiguous();
-            let mask: &[u8] = mask.storage::<u8>();
-            let src = x.as_slice::<f32>().expect("contiguous f32");
             let mut out = vec![0.0f32; src.len()];
             out.par_chunks_mut(ROWS_PER_TASK * keys)
                 .zip(src.par_chunks(ROWS_PER_TASK * keys))
@@ -191,20 +198,22 @@ mod flex {
             grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
             let shape = y.layout().shape().clone();
-            let (Some(yc), Some(gc), true) = (
-                f32_contiguous(&y),
-                f32_contiguous(&grad),
+            let (Some(yc), Some(gc), Some(mask), true) = (
+                contiguous_f32(&y),
+                contiguous_f32(&grad),
+                mask_bytes(&allowed),
                 mask_fits(&y, &allowed),
             ) else {
                 return super::generic_backward::<Self>(y, allowed, grad);
             };
+            let (Some(ys), Some(gs), mask) = (
+                yc.as_slice::<f32>(),
+                gc.as_slice::<f32>(),
+                mask.storage::<u8>(),
+            ) else {
+                return super::generic_backward::<Self>(y, allowed, grad);
+            };
             let (heads, queries, keys) = (shape[1], shape[2], shape[3]);
-            let mask = allowed.to_contiguous();
-            let mask: &[u8] = mask.storage::<u8>();
-            let (ys, gs) = (
-                yc.as_slice::<f32>().expect("contiguous f32"),
-                gc.as_slice::<f32>().expect("contiguous f32"),
-            );
             let mut out = vec![0.0f32; ys.len()];
             out.par_chunks_mut(ROWS_PER_TASK * keys)
                 .zip(

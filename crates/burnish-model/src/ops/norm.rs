@@ -161,11 +161,12 @@ mod flex {
 
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+    use burn::tensor::TensorData;
     use burn::tensor::ops::FloatTensor;
-    use burn::tensor::{DType, TensorData};
     use rayon::prelude::*;
 
     use super::{NormKind, NormOps};
+    use crate::ops::simd::contiguous_f32;
 
     /// Rows per rayon task.
     const ROWS_PER_TASK: usize = 32;
@@ -183,8 +184,10 @@ mod flex {
         (mean, 1.0 / (var + kind.eps as f32).sqrt())
     }
 
-    fn contiguous_f32(t: &FlexTensor) -> Option<FlexTensor> {
-        (t.dtype() == DType::F32).then(|| t.to_contiguous())
+    /// `x`'s rows of `d = weight.len()` elements, when `x`'s last axis is `d`.
+    fn rows_match(x: &FlexTensor, weight: &[f32]) -> bool {
+        let shape = x.layout().shape();
+        shape.num_dims() == 2 && shape[1] == weight.len() && !weight.is_empty()
     }
 
     impl NormOps for Flex {
@@ -196,9 +199,13 @@ mod flex {
             let (Some(xc), Some(wc)) = (contiguous_f32(&x), contiguous_f32(&weight)) else {
                 return super::generic_forward::<Self>(x, weight, kind);
             };
-            let shape = xc.layout().shape().clone();
-            let (xs, w) = (xc.as_slice::<f32>().unwrap(), wc.as_slice::<f32>().unwrap());
-            let d = w.len();
+            let (Some(xs), Some(w)) = (xc.as_slice::<f32>(), wc.as_slice::<f32>()) else {
+                return super::generic_forward::<Self>(x, weight, kind);
+            };
+            if !rows_match(&xc, w) {
+                return super::generic_forward::<Self>(x, weight, kind);
+            }
+            let (shape, d) = (xc.layout().shape().clone(), w.len());
             let mut out = vec![0.0f32; xs.len()];
             out.par_chunks_mut(ROWS_PER_TASK * d)
                 .zip(xs.par_chunks(ROWS_PER_TASK * d))
@@ -226,13 +233,17 @@ mod flex {
             ) else {
                 return super::generic_backward::<Self>(x, weight, kind, grad);
             };
-            let shape = xc.layout().shape().clone();
-            let (xs, w, gs) = (
-                xc.as_slice::<f32>().unwrap(),
-                wc.as_slice::<f32>().unwrap(),
-                gc.as_slice::<f32>().unwrap(),
-            );
-            let d = w.len();
+            let (Some(xs), Some(w), Some(gs)) = (
+                xc.as_slice::<f32>(),
+                wc.as_slice::<f32>(),
+                gc.as_slice::<f32>(),
+            ) else {
+                return super::generic_backward::<Self>(x, weight, kind, grad);
+            };
+            if !rows_match(&xc, w) || gs.len() != xs.len() {
+                return super::generic_backward::<Self>(x, weight, kind, grad);
+            }
+            let (shape, d) = (xc.layout().shape().clone(), w.len());
             let mut dx = vec![0.0f32; xs.len()];
             let dweight = dx
                 .par_chunks_mut(ROWS_PER_TASK * d)

@@ -186,9 +186,11 @@ widest! {
 const MAP_CHUNK: usize = 1 << 15;
 
 /// A flex tensor's elements as contiguous f32 (copied only when it is a strided view), or
-/// `None` for another float type.
+/// `None` for another float type. The kernels read it with `as_slice`, which is then `Some`.
 #[cfg(feature = "flex")]
-fn contiguous_f32(t: &burn::backend::flex::FlexTensor) -> Option<burn::backend::flex::FlexTensor> {
+pub(crate) fn contiguous_f32(
+    t: &burn::backend::flex::FlexTensor,
+) -> Option<burn::backend::flex::FlexTensor> {
     (t.dtype() == burn::tensor::DType::F32).then(|| t.to_contiguous())
 }
 
