@@ -189,12 +189,12 @@ impl<B: Backend> CausalLm<B> {
                     [rows, cols]
                 };
                 let host = checkpoint.read(&entry.name, &stored)?;
-                let tensor: Tensor<B, 2> = to_tensor(host, device);
-                *param = Param::from_tensor(if entry.transposed {
-                    tensor.transpose()
+                let host = if entry.transposed {
+                    host.transposed()
                 } else {
-                    tensor
-                });
+                    host
+                };
+                *param = Param::from_tensor(to_tensor(host, device));
             }
         }
         Ok(())
@@ -219,24 +219,26 @@ impl<B: Backend> CausalLm<B> {
         let mut offset = 0;
         match part {
             Part::Weight => {
-                let fused: Tensor<B, 2> =
-                    to_tensor(checkpoint.read(&entry.name, &[d, total])?, device);
+                let fused = checkpoint.read(&entry.name, &[d, total])?;
                 for (linear, width) in [&mut attn.q, &mut attn.k, &mut attn.v]
                     .into_iter()
                     .zip(widths)
                 {
-                    linear.weight = Param::from_tensor(fused.clone().narrow(1, offset, width));
+                    linear.weight =
+                        Param::from_tensor(to_tensor(fused.columns(offset, width), device));
                     offset += width;
                 }
             }
             Part::Bias => {
-                let fused: Tensor<B, 1> =
-                    to_tensor(checkpoint.read(&entry.name, &[total])?, device);
+                let fused = checkpoint.read(&entry.name, &[total])?;
                 for (linear, width) in [&mut attn.q, &mut attn.k, &mut attn.v]
                     .into_iter()
                     .zip(widths)
                 {
-                    linear.bias = Some(Param::from_tensor(fused.clone().narrow(0, offset, width)));
+                    linear.bias = Some(Param::from_tensor(to_tensor(
+                        fused.range(offset, width),
+                        device,
+                    )));
                     offset += width;
                 }
             }

@@ -19,6 +19,45 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+impl HostTensor {
+    /// The transpose of a matrix, laid out row-major, so that a parameter made from it is
+    /// contiguous: a strided view would make the model a loaded record gives back take other
+    /// kernel paths and round differently.
+    pub(crate) fn transposed(&self) -> HostTensor {
+        let (rows, cols) = (self.shape[0], self.shape[1]);
+        let mut values = Vec::with_capacity(self.values.len());
+        for c in 0..cols {
+            values.extend((0..rows).map(|r| self.values[r * cols + c]));
+        }
+        HostTensor {
+            shape: vec![cols, rows],
+            values,
+        }
+    }
+
+    /// Columns `start..start + width` of a matrix, copied row-major.
+    pub(crate) fn columns(&self, start: usize, width: usize) -> HostTensor {
+        let cols = self.shape[1];
+        let values = self
+            .values
+            .chunks(cols)
+            .flat_map(|row| row[start..start + width].iter().copied())
+            .collect();
+        HostTensor {
+            shape: vec![self.shape[0], width],
+            values,
+        }
+    }
+
+    /// Elements `start..start + width` of a vector.
+    pub(crate) fn range(&self, start: usize, width: usize) -> HostTensor {
+        HostTensor {
+            shape: vec![width],
+            values: self.values[start..start + width].to_vec(),
+        }
+    }
+}
+
 /// The safetensors files of one model folder, read into memory, with a name index.
 pub struct Checkpoint {
     dir: PathBuf,

@@ -159,11 +159,9 @@ fn burn_record_round_trip_keeps_logits() {
         let out = dir.path().join(name);
         model.save(&out).unwrap();
         let loaded = CausalLm::<TestBackend>::load(&out, &device()).unwrap();
-        assert_eq!(
-            max_abs_diff(&logits_of(&model), &logits_of(&loaded)),
-            0.0,
-            "{name}"
-        );
+        assert!(parameters(&model) == parameters(&loaded), "{name}");
+        let diff = max_abs_diff(&logits_of(&model), &logits_of(&loaded));
+        assert!(diff <= SAME_WEIGHTS_LOGIT_TOLERANCE, "{name}: {diff}");
         assert!(loaded.value_head.is_some());
     }
 }
@@ -177,11 +175,9 @@ fn hf_export_round_trip_keeps_logits() {
         model.save_pretrained(&out).unwrap();
         burnish_model::copy_tokenizer_files(&fixture(name), &out).unwrap();
         let back = CausalLm::<TestBackend>::from_pretrained(&out, &device()).unwrap();
-        assert_eq!(
-            max_abs_diff(&logits_of(&model), &logits_of(&back)),
-            0.0,
-            "{name}"
-        );
+        assert!(parameters(&model) == parameters(&back), "{name}");
+        let diff = max_abs_diff(&logits_of(&model), &logits_of(&back));
+        assert!(diff <= SAME_WEIGHTS_LOGIT_TOLERANCE, "{name}: {diff}");
     }
     // A model trained from scratch exports too, and its head comes back.
     let fresh = CausalLm::<TestBackend>::init(&ModelConfig::gpt2(64, 16, 1, 2, 32), &device())
@@ -193,5 +189,5 @@ fn hf_export_round_trip_keeps_logits() {
     let ids = ints(vec![1, 2, 3], [1, 3]);
     let r1 = to_vec(fresh.reward(ids.clone(), ints(vec![1; 3], [1, 3])));
     let r2 = to_vec(back.reward(ids, ints(vec![1; 3], [1, 3])));
-    assert_eq!(r1, r2);
+    assert!(max_abs_diff(&r1, &r2) <= SAME_WEIGHTS_LOGIT_TOLERANCE);
 }

@@ -16,7 +16,14 @@ struct SquaredNorm<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let squared = grad.square().sum();
+            // Row sums first: a whole-tensor sum of millions of elements runs in parallel on
+            // flex with a grouping that depends on work stealing, and the norm (so the clipped
+            // update) would differ in its last bits between two runs of the same step.
+            let squared = if D >= 2 {
+                grad.square().flatten::<2>(0, D - 2).sum_dim(1).sum()
+            } else {
+                grad.square().sum()
+            };
             self.total = Some(match self.total.take() {
                 Some(total) => total + squared,
                 None => squared,

@@ -272,13 +272,15 @@ mod flex {
                     }
                     dweight
                 })
-                .reduce(
-                    || vec![0.0f32; d],
-                    |mut a, b| {
-                        a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                        a
-                    },
-                );
+                // Collected in task order and summed in that order: rayon's `reduce` groups
+                // the partial sums by how work was stolen, so the weight gradient would round
+                // differently from run to run and break bit-exact resumes.
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold(vec![0.0f32; d], |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                });
             (
                 FlexTensor::from_data(TensorData::new(dx, shape)),
                 FlexTensor::from_data(TensorData::new(dweight, [d])),

@@ -28,6 +28,28 @@ pub fn device() -> Device {
     }
 }
 
+/// The largest difference two runs of the same weights may show in their logits on this
+/// backend: none on flex, whose kernels are fixed; float noise on wgpu, whose autotune may run
+/// the first call of a shape on another kernel than the later ones.
+pub const SAME_WEIGHTS_LOGIT_TOLERANCE: f32 = if cfg!(feature = "wgpu") { 1e-5 } else { 0.0 };
+
+/// Every float parameter of a model, in visiting order, as host values.
+pub fn parameters<M: burn::module::Module<TestBackend>>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor<TestBackend> for Collect {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<Tensor<TestBackend, D>>,
+        ) {
+            self.0
+                .push(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
 pub const FAMILIES: [&str; 4] = ["gpt2", "llama", "llama-sharded", "qwen2"];
 
 pub fn fixture(name: &str) -> PathBuf {
