@@ -19,7 +19,7 @@ use tokenizers::Tokenizer;
 
 use crate::chat_template::ChatTemplate;
 use crate::error::{DataError, EncodeError, Result};
-use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, Ranking};
+use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, PromptRow, Ranking};
 
 /// Which end of an over-long prompt survives truncation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -387,6 +387,35 @@ impl Encoder {
         rows.par_iter()
             .map(|r| self.encode_prompt_completion(r))
             .collect()
+    }
+
+    /// Renders (messages with the chat template's generation prompt), tokenizes and truncates
+    /// one prompt, for a policy to complete; an empty prompt is rejected.
+    pub fn encode_prompt(&self, row: &PromptRow) -> std::result::Result<Vec<u32>, EncodeError> {
+        if row.prompt.is_empty() {
+            return Err(EncodeError::EmptyCompletion("prompt"));
+        }
+        let text = match &row.prompt {
+            Content::Text(t) => t.clone(),
+            Content::Messages(m) => self
+                .template
+                .as_ref()
+                .ok_or(EncodeError::NoChatTemplate)?
+                .render(m, true)?,
+        };
+        let ids = self.prompt_ids(&text)?;
+        if ids.is_empty() {
+            return Err(EncodeError::EmptyCompletion("prompt"));
+        }
+        Ok(ids)
+    }
+
+    /// [`Encoder::encode_prompt`] on every row, in parallel; results keep the input order.
+    pub fn encode_prompts(
+        &self,
+        rows: &[PromptRow],
+    ) -> Vec<std::result::Result<Vec<u32>, EncodeError>> {
+        rows.par_iter().map(|r| self.encode_prompt(r)).collect()
     }
 
     /// Renders, tokenizes and truncates one listwise row; any response with nothing left rejects it.

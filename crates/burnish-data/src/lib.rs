@@ -43,7 +43,9 @@ pub use encode::{
 pub use error::{DataError, EncodeError, Result};
 pub use packing::{PackedPairBatch, ScoredToken};
 pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader, TextRow};
-pub use row::{Content, ListwiseRow, Message, PreferencePair, PromptCompletion, Ranking};
+pub use row::{
+    Content, ListwiseRow, Message, PreferencePair, PromptCompletion, PromptRow, Ranking,
+};
 pub use shuffle::ShuffleBuffer;
 pub use split::{Split, Subset};
 /// Re-exported so users need no direct dependency to build an [`Encoder`].

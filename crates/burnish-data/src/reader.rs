@@ -18,7 +18,7 @@ use crate::columns::{
     ContentColumn, ContentListColumn, f32_column, id_column, list_f64, list_i64, number_list_column,
 };
 use crate::error::{DataError, Result};
-use crate::row::{ListwiseRow, PreferencePair, PromptCompletion, Ranking};
+use crate::row::{ListwiseRow, PreferencePair, PromptCompletion, PromptRow, Ranking};
 
 /// A row type that can be decoded from Arrow record batches.
 pub trait ArrowRow: Sized + Send {
@@ -163,6 +163,24 @@ impl ArrowRow for PromptCompletion {
                     id: get_id(&id, i),
                     prompt: named("prompt", prompt.get(i))?,
                     completion: named("completion", completion.get(i))?,
+                })
+            })
+            .collect())
+    }
+}
+
+impl ArrowRow for PromptRow {
+    const REQUIRED: &'static [&'static str] = &["prompt"];
+    const OPTIONAL: &'static [&'static str] = &["id"];
+
+    fn decode_batch(batch: &RecordBatch) -> Result<Vec<RowResult<Self>>, (String, String)> {
+        let prompt = content_col(batch, "prompt")?;
+        let id = opt(batch, "id", id_column)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                Ok(PromptRow {
+                    id: get_id(&id, i),
+                    prompt: named("prompt", prompt.get(i))?,
                 })
             })
             .collect())
@@ -317,6 +335,11 @@ impl ReaderBuilder {
 
     /// A reader of plain-text rows (a `text` column).
     pub fn texts(self) -> Result<RowReader<TextRow>> {
+        self.rows()
+    }
+
+    /// A reader of prompts alone (`prompt`, optional `id`; other columns are ignored).
+    pub fn prompts(self) -> Result<RowReader<PromptRow>> {
         self.rows()
     }
 

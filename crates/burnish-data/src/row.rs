@@ -267,3 +267,23 @@ impl PromptCompletion {
         }
     }
 }
+
+/// A prompt alone, for on-policy training (PPO, RLOO, GRPO) where the policy writes the
+/// completion itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRow {
+    /// Optional stable identifier.
+    pub id: Option<String>,
+    /// The prompt: text, or messages rendered by the chat template with the generation prompt.
+    pub prompt: Content,
+}
+
+impl PromptRow {
+    /// A row with no id.
+    pub fn new(prompt: impl Into<Content>) -> Self {
+        PromptRow {
+            id: None,
+            prompt: prompt.into(),
+        }
+    }
+}

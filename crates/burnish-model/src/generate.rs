@@ -66,6 +66,25 @@ impl SamplingConfig {
     }
 }
 
+/// Log-prob of `token` under the temperature-scaled softmax of the whole row (temperature 0
+/// counts as 1): the sampler's own distribution before top-k / top-p, which is what PPO's ratio
+/// is taken against (as TRL does).
+fn temperature_logp(logits: &[f32], token: u32, temperature: f64) -> f32 {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| ((v as f64 - max) / t).exp()).sum();
+    ((logits[token as usize] as f64 - max) / t - sum.ln()) as f32
+}
+
+/// The new tokens of one row and the sampler's log-prob of each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generation {
+    /// New tokens, ending with the stop token when the row stopped.
+    pub tokens: Vec<u32>,
+    /// `log p(token)` under the temperature-scaled softmax it was drawn from.
+    pub logps: Vec<f32>,
+}
+
 /// Picks one token from a row of logits.
 fn sample_row(logits: &[f32], config: &SamplingConfig, rng: &mut StdRng) -> u32 {
     if config.temperature == 0.0 {
@@ -155,6 +174,21 @@ impl<B: crate::ops::ModelBackend> CausalLm<B> {
         config: &SamplingConfig,
         device: &B::Device,
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self
+            .generate_with_logps(prompts, config, device)?
+            .into_iter()
+            .map(|g| g.tokens)
+            .collect())
+    }
+
+    /// [`CausalLm::generate`], also returning the log-prob of each new token under the
+    /// temperature-scaled distribution it was drawn from (before top-k / top-p truncation).
+    pub fn generate_with_logps(
+        &self,
+        prompts: &[Vec<u32>],
+        config: &SamplingConfig,
+        device: &B::Device,
+    ) -> Result<Vec<Generation>> {
         config.validate()?;
         if prompts.is_empty() {
             return Ok(Vec::new());
@@ -190,7 +224,7 @@ impl<B: crate::ops::ModelBackend> CausalLm<B> {
             );
         }
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); batch];
+        let mut outputs: Vec<Generation> = vec![Generation::default(); batch];
         let mut done = vec![false; batch];
         let mut cache = KvCache::new(self.num_layers());
         let flat = |rows: &[Vec<i64>]| rows.iter().flatten().copied().collect::<Vec<i64>>();
@@ -206,7 +240,12 @@ impl<B: crate::ops::ModelBackend> CausalLm<B> {
                 .collect();
             for (row, &token) in next.iter().enumerate() {
                 if !done[row] {
-                    outputs[row].push(token);
+                    outputs[row].tokens.push(token);
+                    outputs[row].logps.push(temperature_logp(
+                        &logits[row],
+                        token,
+                        config.temperature,
+                    ));
                     done[row] = config.stop_token == Some(token);
                 }
             }

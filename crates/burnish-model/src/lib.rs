@@ -22,7 +22,7 @@ pub mod tokenizer;
 
 pub use config::{Activation, Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use generate::SamplingConfig;
+pub use generate::{Generation, SamplingConfig};
 pub use hf::copy_tokenizer_files;
 pub use layers::KvCache;
 pub use model::{CausalLm, CompletionLogps, ScoredTokens, split_pair};

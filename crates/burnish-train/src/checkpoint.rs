@@ -89,7 +89,8 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    /// Wraps an I/O error at `path` (for `map_err`).
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CheckpointError {
         let path = path.into();
         move |source| CheckpointError::Io { path, source }
     }

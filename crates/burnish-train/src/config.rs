@@ -102,6 +102,8 @@ pub struct TrainingConfig {
     pub train: LoopConfig,
     /// The loss and its hyper-parameters, as an opaque table (schema owned by burnish-losses).
     pub loss: toml::Table,
+    /// On-policy training (PPO, RLOO, GRPO), as an opaque table (schema owned by burnish-ppo).
+    pub ppo: toml::Table,
 }
 
 /// The `[model]` section: where the policy (and the reference) come from.
@@ -280,7 +282,15 @@ impl LoopConfig {
     }
 }
 
-const SECTIONS: [&str; 6] = ["model", "data", "optimizer", "schedule", "train", "loss"];
+const SECTIONS: [&str; 7] = [
+    "model",
+    "data",
+    "optimizer",
+    "schedule",
+    "train",
+    "loss",
+    "ppo",
+];
 
 impl TrainingConfig {
     /// Reads a TOML file, applies `--set` overrides (`a.b.c=value`), deserialises and validates.
@@ -336,6 +346,7 @@ impl TrainingConfig {
             schedule: section(doc, "schedule", origin)?,
             train: section(doc, "train", origin)?,
             loss: section(doc, "loss", origin)?,
+            ppo: section(doc, "ppo", origin)?,
         };
         config.validate()?;
         Ok(config)

@@ -2,9 +2,8 @@
 //!
 //! Configuration ([`config`]), learning-rate schedule ([`schedule`]), the seeded data order
 //! ([`data_order`]), checkpoints that resume exactly ([`checkpoint`]), metrics as JSON lines
-//! ([`metrics_log`]), progress reporting ([`progress`]), SVG plots ([`plot`]), and the VADER
-//! sentiment scorer used as the quickstart's gold reward ([`sentiment`]); [`pipeline`] holds the
-//! high-level entry points (`run_dpo`, `run_sft`, `run_reward`, `precompute_reference_file`).
+//! ([`metrics_log`]), progress reporting ([`progress`]) and SVG plots ([`plot`]); [`pipeline`]
+//! holds the high-level entry points (`run_dpo`, `run_sft`, `run_reward`, `precompute_reference_file`).
 
 pub mod batch;
 pub mod checkpoint;
@@ -17,5 +16,4 @@ pub mod pipeline;
 pub mod plot;
 pub mod progress;
 pub mod schedule;
-pub mod sentiment;
 pub mod trainer;

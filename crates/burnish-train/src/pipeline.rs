@@ -16,8 +16,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burnish_data::split::SplitKey;
 use burnish_data::{
     Collator, DataError, EncodeError, Encoder, EncoderConfig, PairSchema, PairWriter,
-    PreferencePair, PromptCompletion, ReaderBuilder, RowReader, Split, Subset, TokenizedPair,
-    TokenizedPromptCompletion,
+    PreferencePair, PromptCompletion, PromptRow, ReaderBuilder, RowReader, Split, Subset,
+    TokenizedPair, TokenizedPromptCompletion,
 };
 use burnish_losses::{LossError, PreferenceLoss, RewardLoss};
 use burnish_model::{
@@ -247,6 +247,23 @@ pub fn load_prompt_completions(
     )
 }
 
+/// Reads, splits and tokenizes prompts (a `prompt` column; messages get the chat template's
+/// generation prompt), like [`load_pairs`].
+pub fn load_prompts(
+    train: &Path,
+    eval: EvalSource<'_>,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>, DataReport), PipelineError> {
+    load_rows(
+        train,
+        eval,
+        rejects,
+        |p| ReaderBuilder::new().path(p).prompts(),
+        |rows: &[PromptRow]| encoder.encode_prompts(rows),
+    )
+}
+
 /// The encoder of a model folder: its `tokenizer.json` (or `tokenizer`), lengths clamped to the
 /// model's positions, EOS and padding from `config.json` when the tokenizer files name none.
 pub fn encoder_for(
@@ -307,7 +324,8 @@ pub struct RunSummary<B: AutodiffBackend> {
     pub plot_error: Option<String>,
 }
 
-fn model_dir(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+/// `model.path`, or an error naming the key.
+pub fn model_dir(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
     config.model.path.clone().ok_or_else(|| {
         PipelineError::Invalid(
             "config key `model.path` is required: a Hugging Face model folder".into(),
@@ -315,7 +333,8 @@ fn model_dir(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
     })
 }
 
-fn train_file(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+/// `data.train`, or an error naming the key.
+pub fn train_file(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
     config.data.train.clone().ok_or_else(|| {
         PipelineError::Invalid("config key `data.train` is required: a Parquet file".into())
     })
@@ -331,7 +350,8 @@ pub fn run_encoder(config: &TrainingConfig) -> Result<Encoder, PipelineError> {
     )
 }
 
-fn prepare_output(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
+/// Creates `train.output_dir` and writes the resolved `config.toml` into it.
+pub fn prepare_output(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
     let out = config.train.output_dir.clone();
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let path = out.join("config.toml");

@@ -356,6 +356,15 @@ pub fn plot_quickstart_summary(
     summary: &QuickstartSummary,
     path: impl AsRef<Path>,
 ) -> Result<(), PlotError> {
+    plot_comparison_summary(summary, "DPO", path)
+}
+
+/// [`plot_quickstart_summary`] for a policy trained by `method` (e.g. "PPO").
+pub fn plot_comparison_summary(
+    summary: &QuickstartSummary,
+    method: &str,
+    path: impl AsRef<Path>,
+) -> Result<(), PlotError> {
     BarChart::new(
         "Gold reward (VADER compound) on held-out prompts",
         "mean gold reward",
@@ -366,7 +375,7 @@ pub fn plot_quickstart_summary(
         summary.kl
     ))
     .with_bar("reference", summary.reference_reward)
-    .with_bar("policy (DPO)", summary.policy_reward)
+    .with_bar(format!("policy ({method})"), summary.policy_reward)
     .write(path)
 }
 
@@ -393,13 +402,62 @@ pub fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// One chart drawn from `metrics.jsonl`: which key, its title and axis, and the file name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurveSpec {
+    /// The metric's key in the records (e.g. `rewards/margins`).
+    pub key: &'static str,
+    /// The chart's title.
+    pub title: &'static str,
+    /// The y axis label.
+    pub y_label: &'static str,
+    /// A fixed y range, or `None` to fit the data.
+    pub y_range: Option<(f64, f64)>,
+    /// The SVG file name inside the output folder.
+    pub file: &'static str,
+}
+
+/// The charts of a preference or reward run: loss, reward margin and accuracy.
+pub const TRAINING_CURVES: [CurveSpec; 3] = [
+    CurveSpec {
+        key: "loss",
+        title: "Loss",
+        y_label: "loss",
+        y_range: None,
+        file: "loss.svg",
+    },
+    CurveSpec {
+        key: "rewards/margins",
+        title: "Reward margin (chosen - rejected)",
+        y_label: "implicit reward margin",
+        y_range: None,
+        file: "margins.svg",
+    },
+    CurveSpec {
+        key: "rewards/accuracies",
+        title: "Reward accuracy",
+        y_label: "fraction chosen > rejected",
+        y_range: Some((0.0, 1.0)),
+        file: "accuracy.svg",
+    },
+];
+
 /// Reads `metrics.jsonl` and writes `loss.svg`, `margins.svg` (`rewards/margins`) and
-/// `accuracy.svg` (`rewards/accuracies`) into `out_dir`, each with the training values (raw
-/// and, when there are many, a moving average) and the evaluations. A chart whose metric never
-/// appears is not written. Returns the files written.
+/// `accuracy.svg` (`rewards/accuracies`) into `out_dir` (see [`plot_curves`]).
 pub fn plot_training_curves(
     metrics_jsonl: impl AsRef<Path>,
     out_dir: impl AsRef<Path>,
+) -> Result<Vec<PathBuf>, PlotError> {
+    plot_curves(metrics_jsonl, out_dir, &TRAINING_CURVES)
+}
+
+/// Reads `metrics.jsonl` and writes one chart per spec into `out_dir`, each with the training
+/// values (raw and, when there are many, a moving average) and the evaluations. A chart whose
+/// metric never appears is not written. Returns the files written.
+pub fn plot_curves(
+    metrics_jsonl: impl AsRef<Path>,
+    out_dir: impl AsRef<Path>,
+    charts: &[CurveSpec],
 ) -> Result<Vec<PathBuf>, PlotError> {
     let records = read_metrics(metrics_jsonl)?;
     let out_dir = out_dir.as_ref();
@@ -407,32 +465,15 @@ pub fn plot_training_curves(
         path: out_dir.to_path_buf(),
         source,
     })?;
-    let charts = [
-        ("loss", "Loss", "loss", None, "loss.svg"),
-        (
-            "rewards/margins",
-            "Reward margin (chosen - rejected)",
-            "implicit reward margin",
-            None,
-            "margins.svg",
-        ),
-        (
-            "rewards/accuracies",
-            "Reward accuracy",
-            "fraction chosen > rejected",
-            Some((0.0, 1.0)),
-            "accuracy.svg",
-        ),
-    ];
     let mut written = Vec::new();
-    for (key, title, y_label, y_range, file) in charts {
-        let train = series(&records, "train", key);
-        let eval = series(&records, "eval", key);
+    for spec in charts {
+        let train = series(&records, "train", spec.key);
+        let eval = series(&records, "eval", spec.key);
         if train.is_empty() && eval.is_empty() {
             continue;
         }
-        let mut chart = LineChart::new(title, "optimizer step", y_label);
-        if let Some((lo, hi)) = y_range {
+        let mut chart = LineChart::new(spec.title, "optimizer step", spec.y_label);
+        if let Some((lo, hi)) = spec.y_range {
             chart = chart.with_y_range(lo, hi);
         }
         if train.len() >= 40 {
@@ -447,7 +488,7 @@ pub fn plot_training_curves(
         if !eval.is_empty() {
             chart = chart.with_series(Series::new("eval", eval).with_markers());
         }
-        let path = out_dir.join(file);
+        let path = out_dir.join(spec.file);
         chart.write(&path)?;
         written.push(path);
     }

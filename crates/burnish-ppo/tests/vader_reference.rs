@@ -4,7 +4,7 @@
 //! `BURNISH_VADER_FIXTURE` to another file made by that script (e.g. with 500 IMDb reviews)
 //! checks that one instead.
 
-use burnish_train::sentiment::analyzer;
+use burnish_ppo::sentiment::analyzer;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
