@@ -1,4 +1,4 @@
-//! `burnish train sft|dpo|reward`: one training run described by a TOML config.
+//! `burnish train sft|dpo|reward|ppo`: one training run described by a TOML config.
 //!
 //! The run itself is `burnish::train::pipeline` (the same entry points the examples call); this
 //! file reads the config with its `--set` overrides, picks the backend and prints a summary:
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::model::ModelAutodiffBackend;
 use burnish::train::config::TrainingConfig;
-use burnish::train::pipeline::{RunSummary, run_dpo, run_reward, run_sft};
+use burnish::ppo::pipeline::{PpoSummary, run_ppo};
+use burnish::train::pipeline::{DataReport, RunSummary, run_dpo, run_reward, run_sft};
 use burnish::train::trainer::RunOptions;
 
 /// What to train.
@@ -21,15 +22,18 @@ pub enum Kind {
     Dpo,
     /// A Bradley-Terry reward model on pairs.
     Reward,
+    /// On-policy training (PPO, RLOO or GRPO, `[ppo] advantage`) on `prompt` rows against a
+    /// reward model or VADER, with a KL penalty to the reference.
+    Ppo,
 }
 
 /// Arguments of `burnish train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// sft, dpo or reward.
+    /// sft, dpo, reward or ppo.
     #[arg(value_enum)]
     pub kind: Kind,
-    /// The run's TOML config ([model], [data], [optimizer], [schedule], [train], [loss]).
+    /// The run's TOML config ([model], [data], [optimizer], [schedule], [train], [loss], [ppo]).
     #[arg(long)]
     pub config: PathBuf,
     /// Override a config key, e.g. `--set optimizer.lr=1e-5` (repeatable; later wins).
@@ -61,14 +65,17 @@ impl TrainJob for Training {
             Kind::Sft => run_sft(config, options, &device)?,
             Kind::Dpo => run_dpo(config, options, &device)?,
             Kind::Reward => run_reward(config, options, &device)?,
+            Kind::Ppo => {
+                print_ppo_summary(&run_ppo::<B>(config, options, &device)?);
+                return Ok(());
+            }
         };
         print_summary(&summary);
         Ok(())
     }
 }
 
-fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
-    let d = &summary.data;
+fn print_data(d: &DataReport) {
     println!(
         "data: {} rows read, {} used ({} train, {} held out), {} rejected{}",
         d.read,
@@ -80,6 +87,33 @@ fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
             .as_ref()
             .map_or(String::new(), |p| format!(" (see {})", p.display()))
     );
+}
+
+fn print_ppo_summary<B: ModelAutodiffBackend>(summary: &PpoSummary<B>) {
+    print_data(&summary.data);
+    if let Some(last) = summary.outcome.summaries.last() {
+        println!(
+            "update {}: score {:.4}, KL {:.4} nats per response, KL coefficient {:.4}",
+            last.update, last.score_mean, last.kl_mean, summary.outcome.kl_coef
+        );
+    }
+    if let Some(h) = &summary.held_out {
+        println!(
+            "held-out prompts ({}): mean score {:.4} for the reference's samples, {:.4} for the policy's",
+            h.prompts, h.reference, h.policy
+        );
+    }
+    println!("metrics: {}", summary.outcome.metrics_path.display());
+    if let Some(dir) = &summary.final_dir {
+        println!("model: {}", dir.display());
+    }
+    for plot in &summary.plots {
+        println!("plot: {}", plot.display());
+    }
+}
+
+fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
+    print_data(&summary.data);
     let show = |what: &str, e: &burnish::train::metrics_log::EvalRecord| {
         let metrics: Vec<String> = e
             .metrics

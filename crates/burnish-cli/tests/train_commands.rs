@@ -516,3 +516,78 @@ fn rows_that_do_not_encode_are_counted_and_written_to_rejects() {
     assert_eq!(v["row"], 5, "{v}");
     assert!(v["error"].as_str().unwrap().contains("chosen"), "{v}");
 }
+
+fn append(config: &Path, text: &str) {
+    let old = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, old + text).unwrap();
+}
+
+/// A reward model, then PPO against it from the command line: metrics with TRL's names, an
+/// export, plots and a held-out comparison; then each bad input is one clear line.
+#[test]
+fn train_ppo_against_a_reward_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 24);
+    let rm_config = write_config(dir.path(), &data, 3, 0);
+    std::fs::write(
+        &rm_config,
+        std::fs::read_to_string(&rm_config)
+            .unwrap()
+            .replace("loss_type = \"sigmoid\"\nbeta = 0.1", "loss_type = \"bradley_terry\"")
+            .replace("/run\"", "/rm\""),
+    )
+    .unwrap();
+    let o = burnish(&["train", "reward", "--config", rm_config.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rm = dir.path().join("rm/final");
+
+    // The pairs file has a `prompt` column; the other columns are not read.
+    let config = write_config(dir.path(), &data, 3, 1);
+    append(
+        &config,
+        &format!(
+            "[ppo]\nresponse_length = 4\nppo_epochs = 2\nnum_mini_batches = 2\nreward_model = {:?}\nnormalize_reward = true\nmissing_eos_penalty = 1.0\n",
+            rm.display().to_string()
+        ),
+    );
+    let c = config.to_str().unwrap();
+    let o = burnish(&["train", "ppo", "--config", c, "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("held-out prompts"), "{out}");
+    let run = dir.path().join("run");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    for key in ["objective/kl", "objective/scores", "loss/value_avg", "val/ratio", "episode"] {
+        assert!(metrics.contains(key), "{key}");
+    }
+    assert!(run.join("final/model.safetensors").exists());
+    assert!(run.join("reward.svg").exists() && run.join("kl.svg").exists());
+    assert!(run.join("checkpoint-3/ppo_state.json").exists());
+
+    // Bad inputs: one line each, naming the key or the file.
+    let imdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/imdb/test.parquet");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--set", "ppo.response_length=0"], "ppo.response_length"),
+        (&["--set", "ppo.advantage=\"vtrace\""], "vtrace"),
+        (&["--set", "ppo.kl_estimator=\"k9\""], "k9"),
+        (
+            &["--set", &format!("ppo.reward_model={:?}", gpt2().display().to_string())],
+            "no reward head",
+        ),
+        (
+            &["--set", &format!("data.train={:?}", imdb.display().to_string())],
+            "prompt",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["train", "ppo", "--config", c, "--quiet"];
+        args.extend_from_slice(extra);
+        let o = burnish(&args);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+}
