@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::model::ModelAutodiffBackend;
-use burnish::train::config::TrainingConfig;
 use burnish::ppo::pipeline::{PpoSummary, run_ppo};
+use burnish::train::config::TrainingConfig;
 use burnish::train::pipeline::{DataReport, RunSummary, run_dpo, run_reward, run_sft};
 use burnish::train::trainer::RunOptions;
 

@@ -534,11 +534,20 @@ fn train_ppo_against_a_reward_model() {
         &rm_config,
         std::fs::read_to_string(&rm_config)
             .unwrap()
-            .replace("loss_type = \"sigmoid\"\nbeta = 0.1", "loss_type = \"bradley_terry\"")
+            .replace(
+                "loss_type = \"sigmoid\"\nbeta = 0.1",
+                "loss_type = \"bradley_terry\"",
+            )
             .replace("/run\"", "/rm\""),
     )
     .unwrap();
-    let o = burnish(&["train", "reward", "--config", rm_config.to_str().unwrap(), "--quiet"]);
+    let o = burnish(&[
+        "train",
+        "reward",
+        "--config",
+        rm_config.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let rm = dir.path().join("rm/final");
 
@@ -559,7 +568,13 @@ fn train_ppo_against_a_reward_model() {
     let run = dir.path().join("run");
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3);
-    for key in ["objective/kl", "objective/scores", "loss/value_avg", "val/ratio", "episode"] {
+    for key in [
+        "objective/kl",
+        "objective/scores",
+        "loss/value_avg",
+        "val/ratio",
+        "episode",
+    ] {
         assert!(metrics.contains(key), "{key}");
     }
     assert!(run.join("final/model.safetensors").exists());
@@ -573,11 +588,17 @@ fn train_ppo_against_a_reward_model() {
         (&["--set", "ppo.advantage=\"vtrace\""], "vtrace"),
         (&["--set", "ppo.kl_estimator=\"k9\""], "k9"),
         (
-            &["--set", &format!("ppo.reward_model={:?}", gpt2().display().to_string())],
+            &[
+                "--set",
+                &format!("ppo.reward_model={:?}", gpt2().display().to_string()),
+            ],
             "no reward head",
         ),
         (
-            &["--set", &format!("data.train={:?}", imdb.display().to_string())],
+            &[
+                "--set",
+                &format!("data.train={:?}", imdb.display().to_string()),
+            ],
             "prompt",
         ),
     ];

@@ -103,7 +103,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PpoError + '_ {
 }
 
 /// Mean reward of one sample per prompt from `model`.
-pub fn mean_reward<B: ModelBackend>(
+#[allow(clippy::too_many_arguments)]
+fn mean_reward<B: ModelBackend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     reward: &mut dyn RewardFunction,

@@ -357,7 +357,7 @@ pub fn train_ppo<B: ModelAutodiffBackend>(
         DataCursor::new(
             p.train.len(),
             derive_seed(settings.seed, 1),
-            state.ptx.clone().unwrap_or_default(),
+            state.ptx.unwrap_or_default(),
         )
     });
     let mut progress = (!options.quiet).then(|| Progress::new(total, start));

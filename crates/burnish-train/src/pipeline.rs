@@ -247,6 +247,9 @@ pub fn load_prompt_completions(
     )
 }
 
+/// One tokenized prompt.
+pub type TokenIds = Vec<u32>;
+
 /// Reads, splits and tokenizes prompts (a `prompt` column; messages get the chat template's
 /// generation prompt), like [`load_pairs`].
 pub fn load_prompts(
@@ -254,7 +257,7 @@ pub fn load_prompts(
     eval: EvalSource<'_>,
     encoder: &Encoder,
     rejects: &Path,
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>, DataReport), PipelineError> {
+) -> Result<(Vec<TokenIds>, Vec<TokenIds>, DataReport), PipelineError> {
     load_rows(
         train,
         eval,
