@@ -6,6 +6,7 @@
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
+use burnish_data::{Collator, TokenizedPromptCompletion};
 use burnish_model::{CausalLm, ModelConfig, SamplingConfig};
 use burnish_ppo::rollout::{MiniBatch, score_tokens, to_rows};
 use burnish_ppo::{
@@ -13,6 +14,8 @@ use burnish_ppo::{
     RewardModelScorer, ScoreInput, train_ppo,
 };
 use burnish_train::config::TrainingConfig;
+use burnish_train::metrics_log::{read_metrics, series};
+use burnish_train::objectives::SftObjective;
 use burnish_train::trainer::RunOptions;
 
 type B = Autodiff<Flex>;
@@ -92,6 +95,20 @@ fn run(
     kl_coef: f64,
     options: &RunOptions,
 ) -> PpoOutcome<B> {
+    run_with(dir, advantage, updates, lr, kl_coef, options, None, 0.0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    dir: &std::path::Path,
+    advantage: AdvantageEstimator,
+    updates: u64,
+    lr: f64,
+    kl_coef: f64,
+    options: &RunOptions,
+    ptx: Option<SftObjective<B>>,
+    ptx_coef: f64,
+) -> PpoOutcome<B> {
     let policy = model_with(advantage == AdvantageEstimator::Gae);
     let reference = policy.valid();
     let prompts = prompts();
@@ -105,16 +122,14 @@ fn run(
         prompts: &prompts,
         eos: EOS,
         pad: 0,
-        ptx: None,
+        ptx,
     };
-    train_ppo(
-        run,
-        &training(dir, updates, lr),
-        &ppo_config(advantage, kl_coef),
-        options,
-        &device(),
-    )
-    .unwrap()
+    let ppo = PpoConfig {
+        ptx_coef,
+        ptx_data: (ptx_coef > 0.0).then(|| "rows passed from code".into()),
+        ..ppo_config(advantage, kl_coef)
+    };
+    train_ppo(run, &training(dir, updates, lr), &ppo, options, &device()).unwrap()
 }
 
 fn quiet() -> RunOptions {
@@ -294,4 +309,38 @@ fn reward_model_reads_the_last_real_token() {
             .to_string()
             .contains("no reward head")
     );
+}
+
+/// PPO-ptx: the language-modelling loss on the mixed-in rows is logged and goes down, on top
+/// of the PPO objective.
+#[test]
+fn ptx_loss_is_mixed_into_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<TokenizedPromptCompletion> = (0..16u32)
+        .map(|i| TokenizedPromptCompletion {
+            prompt_ids: vec![2 + i % 9],
+            completion_ids: vec![7, 8, 9, 10, 7, 8],
+        })
+        .collect();
+    let ptx = SftObjective::<B> {
+        train: rows,
+        eval: Vec::new(),
+        collator: Collator::new(0),
+        device: device(),
+    };
+    let out = run_with(
+        dir.path(),
+        AdvantageEstimator::Gae,
+        6,
+        1e-2,
+        0.02,
+        &quiet(),
+        Some(ptx),
+        1.0,
+    );
+    let records = read_metrics(&out.metrics_path).unwrap();
+    let ptx = series(&records, "train", "loss/ptx_avg");
+    assert_eq!(ptx.len(), 6);
+    let (first, last) = (ptx[0].1, ptx[5].1);
+    assert!(last < first * 0.7, "ptx NLL {first} -> {last}");
 }
