@@ -18,6 +18,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::module::{AutodiffModule, Param};
 use burnish::burn::tensor::Tensor;
@@ -26,11 +28,12 @@ use burnish::losses::RewardLoss;
 use burnish::model::ModelAutodiffBackend;
 use burnish::ppo::pipeline::PPO_CURVES;
 use burnish::ppo::{RewardModelScorer, TextReward};
-use burnish::sentiment_task::{SentimentTask, config, peak_rss_mb, print_comparison, sample};
+use burnish::sentiment_task::{SentimentTask, config, print_comparison, print_done, sample};
 use burnish::train::metrics_log::{read_metrics, series};
 use burnish::train::objectives::RewardObjective;
 use burnish::train::plot::{plot_comparison_summary, plot_curves};
 use burnish::train::trainer::{RunOptions, train};
+use common::section;
 
 /// Review prefixes turned into preference pairs for the reward model.
 const PAIR_PREFIXES: usize = 2000;
@@ -65,10 +68,6 @@ fn report(name: &str, metrics: &std::path::Path, seconds: f64) -> anyhow::Result
         scores.len()
     );
     Ok(tokens_per_sec)
-}
-
-fn section(title: &str) {
-    println!("\n## {title}");
 }
 
 struct PpoSentiment;
@@ -223,19 +222,9 @@ impl TrainJob for PpoSentiment {
         )?;
 
         section("Done");
-        println!(
-            "plots: {OUT}/summary.svg and {}",
-            curves
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "wall time {:.0}s, peak RSS {:.0} MB",
-            started.elapsed().as_secs_f64(),
-            peak_rss_mb()
-        );
+        let mut plots = vec![out.join("summary.svg")];
+        plots.extend(curves);
+        print_done(&plots, started);
         Ok(())
     }
 }

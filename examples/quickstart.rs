@@ -17,15 +17,18 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::module::AutodiffModule;
 use burnish::data::Collator;
 use burnish::losses::PreferenceLoss;
 use burnish::model::ModelAutodiffBackend;
-use burnish::sentiment_task::{SentimentTask, config, peak_rss_mb, print_comparison, sample};
+use burnish::sentiment_task::{SentimentTask, config, print_comparison, print_done, sample};
 use burnish::train::objectives::PreferenceObjective;
 use burnish::train::plot::plot_quickstart_summary;
 use burnish::train::trainer::{RunOptions, evaluate, plot_run, train};
+use common::section;
 
 /// Review prefixes turned into preference pairs.
 const PAIR_PREFIXES: usize = 640;
@@ -34,10 +37,6 @@ const EVAL_PREFIXES: usize = 256;
 /// SFT steps of 16 reviews.
 const SFT_STEPS: u64 = 500;
 const OUT: &str = "runs/quickstart";
-
-fn section(title: &str) {
-    println!("\n## {title}");
-}
 
 struct Quickstart;
 
@@ -163,20 +162,9 @@ impl TrainJob for Quickstart {
         )?;
 
         section("Done");
-        println!(
-            "plots: {}/summary.svg and {}",
-            OUT,
-            curves
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        println!(
-            "wall time {:.0}s, peak RSS {:.0} MB",
-            started.elapsed().as_secs_f64(),
-            peak_rss_mb()
-        );
+        let mut plots = vec![out.join("summary.svg")];
+        plots.extend(curves);
+        print_done(&plots, started);
         Ok(())
     }
 }

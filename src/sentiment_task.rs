@@ -397,6 +397,17 @@ fn prefixes(ids: &[Vec<u32>], n: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// The closing lines of an example: the plots written and the wall time and peak memory.
+pub fn print_done(plots: &[std::path::PathBuf], started: std::time::Instant) {
+    let plots: Vec<String> = plots.iter().map(|p| p.display().to_string()).collect();
+    println!("plots: {}", plots.join(", "));
+    println!(
+        "wall time {:.0}s, peak RSS {:.0} MB",
+        started.elapsed().as_secs_f64(),
+        peak_rss_mb()
+    );
+}
+
 /// Peak resident memory of this process in MB (Linux; NaN elsewhere).
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

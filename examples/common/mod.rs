@@ -1,5 +1,5 @@
-//! Shared by the `dpo_from_parquet` and `reward_model` examples: a section heading, and the
-//! shipped LLaMA-Factory sample turned into a plain-text pairwise Parquet file for the tiny
+//! Shared by the examples: a section heading, and (for `dpo_from_parquet` and `reward_model`)
+//! the shipped LLaMA-Factory sample turned into a plain-text pairwise Parquet file for the tiny
 //! checkpoint, which has no chat template.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ fn flatten_completion(c: &Content) -> String {
 }
 
 /// Converts the LLaMA-Factory sample to `out/pairs.parquet` (plain-text prompt/chosen/rejected).
+#[allow(dead_code)] // the sentiment examples make their own pairs
 pub fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
     let raw = out.join("llamafactory.parquet");
     let report = convert(

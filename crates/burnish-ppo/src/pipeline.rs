@@ -276,28 +276,14 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
         let prompts = &held_out[..held_out.len().min(HELD_OUT_PROMPTS)];
         let seed = config.train.seed ^ 0x4556_414c;
         let policy = outcome.model.valid();
+        let reward = reward.as_mut();
+        let mut score = |model: &CausalLm<B::InnerBackend>| {
+            mean_reward(model, prompts, reward, &decode, &ppo, eos, seed, device)
+        };
         Some(HeldOutReward {
             prompts: prompts.len(),
-            reference: mean_reward(
-                &reference,
-                prompts,
-                reward.as_mut(),
-                &decode,
-                &ppo,
-                eos,
-                seed,
-                device,
-            )?,
-            policy: mean_reward(
-                &policy,
-                prompts,
-                reward.as_mut(),
-                &decode,
-                &ppo,
-                eos,
-                seed,
-                device,
-            )?,
+            reference: score(&reference)?,
+            policy: score(&policy)?,
         })
     } else {
         None

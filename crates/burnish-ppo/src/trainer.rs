@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Tensor};
 use burnish_model::{CausalLm, ModelAutodiffBackend};
 use burnish_train::checkpoint::{
     CheckpointError, MODEL_RECORD, OPTIMIZER_RECORD, TrainingState, find_latest, load_module,
-    load_optimizer, prune_checkpoints, save_checkpoint, save_module, save_optimizer,
+    load_optimizer, save_run_checkpoint,
 };
 use burnish_train::clip::clip_grad_norm;
 use burnish_train::config::TrainingConfig;
@@ -552,14 +552,17 @@ pub fn train_ppo<B: ModelAutodiffBackend>(
                 TrainingState::new(update, total, lr, cursor.position(), settings.seed);
             let json = serde_json::to_string_pretty(&state)
                 .map_err(|e| other(format!("ppo state: {e}")))?;
-            let dir = save_checkpoint(&out_dir, &train_state, |dir| {
-                save_module(&run.policy, dir, MODEL_RECORD)?;
-                save_optimizer::<B, CausalLm<B>, _>(&optimizer, dir, OPTIMIZER_RECORD)?;
-                let path = dir.join(PPO_STATE_FILE);
-                std::fs::write(&path, &json).map_err(CheckpointError::io(&path))
-            })
-            .map_err(TrainError::from)?;
-            prune_checkpoints(&out_dir, settings.keep_checkpoints).map_err(TrainError::from)?;
+            let dir = save_run_checkpoint(
+                &out_dir,
+                &train_state,
+                &run.policy,
+                &optimizer,
+                settings.keep_checkpoints,
+                |dir| {
+                    let path = dir.join(PPO_STATE_FILE);
+                    std::fs::write(&path, &json).map_err(CheckpointError::io(&path))
+                },
+            )?;
             last_checkpoint = dir.display().to_string();
         }
         if options.stop_after == Some(update) {

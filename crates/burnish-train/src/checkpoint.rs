@@ -424,6 +424,33 @@ where
     Ok(file)
 }
 
+/// A training run's checkpoint: the module as [`MODEL_RECORD`], the optimizer as
+/// [`OPTIMIZER_RECORD`], whatever `extra` writes beside them, then `state`; older checkpoints
+/// beyond `keep` are pruned. Returns the published directory.
+pub fn save_run_checkpoint<B, M, O, F>(
+    output_dir: impl AsRef<Path>,
+    state: &TrainingState,
+    module: &M,
+    optimizer: &O,
+    keep: usize,
+    extra: F,
+) -> Result<PathBuf, CheckpointError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    F: FnOnce(&Path) -> Result<(), CheckpointError>,
+{
+    let output_dir = output_dir.as_ref();
+    let dir = save_checkpoint(output_dir, state, |dir| {
+        save_module(module, dir, MODEL_RECORD)?;
+        save_optimizer::<B, M, O>(optimizer, dir, OPTIMIZER_RECORD)?;
+        extra(dir)
+    })?;
+    prune_checkpoints(output_dir, keep)?;
+    Ok(dir)
+}
+
 /// Loads optimizer state saved by [`save_optimizer`] into `optimizer`.
 ///
 /// The state is keyed by parameter id, which burn stores in the module record, so load the

@@ -15,7 +15,7 @@ use burnish_model::CausalLm;
 
 use crate::checkpoint::{
     CheckpointError, MODEL_RECORD, OPTIMIZER_RECORD, TrainingState, find_latest, load_module,
-    load_optimizer, prune_checkpoints, save_checkpoint, save_module, save_optimizer,
+    load_optimizer, save_run_checkpoint,
 };
 use crate::clip::clip_grad_norm;
 use crate::config::TrainingConfig;
@@ -283,12 +283,14 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         if run.checkpoint_every > 0 && (step.is_multiple_of(run.checkpoint_every) || is_last) {
             let mut state = TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
             state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
-            let dir = save_checkpoint(&out_dir, &state, |dir| {
-                save_module(&model, dir, MODEL_RECORD)?;
-                save_optimizer::<B, CausalLm<B>, _>(&optimizer, dir, OPTIMIZER_RECORD)?;
-                Ok(())
-            })?;
-            prune_checkpoints(&out_dir, run.keep_checkpoints)?;
+            let dir = save_run_checkpoint(
+                &out_dir,
+                &state,
+                &model,
+                &optimizer,
+                run.keep_checkpoints,
+                |_| Ok(()),
+            )?;
             last_checkpoint = dir.display().to_string();
         }
         if options.stop_after == Some(step) {
