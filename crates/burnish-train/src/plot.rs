@@ -1,15 +1,16 @@
-//! Self-contained SVG charts, written by hand: the training curves at the end of a run and the
-//! quickstart's result summary.
+//! Charts as SVG, drawn with plotters' SVG backend: the training curves at the end of a run,
+//! the quickstart's result summary, and scatter plots such as a reward-KL frontier.
 //!
-//! A plotting crate would pull in font rendering and image codecs for what is a few hundred
-//! lines of text; SVG opens in any browser, diffs as text and scales without blur. A
-//! [`LineChart`] draws named series of (x, y) points with axes, "nice" ticks (1, 2 or 5 times a
-//! power of ten), a grid and a legend; a [`BarChart`] draws labelled values. Non-finite points
-//! (a NaN loss) are skipped and break the line. [`plot_training_curves`] reads `metrics.jsonl`
-//! and writes `loss.svg`, `margins.svg` and `accuracy.svg`.
+//! SVG opens in any browser, diffs as text and scales without blur; plotters' SVG backend and
+//! its built-in font metrics are pure Rust, with no system fonts or image codecs. A
+//! [`LineChart`] draws named series of (x, y) points (lines, dots, or both) with axes, a grid
+//! and a legend; a [`BarChart`] draws labelled values. Non-finite points (a NaN loss) are
+//! skipped and break the line. [`plot_training_curves`] reads `metrics.jsonl` and writes
+//! `loss.svg`, `margins.svg` and `accuracy.svg`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
 
 use crate::metrics_log::{MetricsError, read_metrics, series};
 
@@ -27,40 +28,37 @@ pub enum PlotError {
     /// The metrics log could not be read.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// plotters could not draw the chart.
+    #[error("cannot draw chart {title:?}: {message}")]
+    Draw {
+        /// The chart's title.
+        title: String,
+        /// plotters' error.
+        message: String,
+    },
 }
 
-/// Line colours, in order of series (Tableau 10: distinguishable and colour-blind friendly).
-const PALETTE: [&str; 10] = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac",
+/// Series colours, in order (Tableau 10: distinguishable and colour-blind friendly).
+const PALETTE: [(u8, u8, u8); 10] = [
+    (0x4e, 0x79, 0xa7),
+    (0xf2, 0x8e, 0x2b),
+    (0xe1, 0x57, 0x59),
+    (0x76, 0xb7, 0xb2),
+    (0x59, 0xa1, 0x4f),
+    (0xed, 0xc9, 0x48),
+    (0xb0, 0x7a, 0xa1),
+    (0xff, 0x9d, 0xa7),
+    (0x9c, 0x75, 0x5f),
+    (0xba, 0xb0, 0xac),
 ];
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 420.0;
+const WIDTH: u32 = 760;
+const HEIGHT: u32 = 440;
 
-/// Space around the plot area, in pixels.
-#[derive(Debug, Clone, Copy)]
-struct Margins {
-    left: f64,
-    right: f64,
-    top: f64,
-    bottom: f64,
+fn colour(index: usize) -> RGBColor {
+    let (r, g, b) = PALETTE[index % PALETTE.len()];
+    RGBColor(r, g, b)
 }
-
-/// Line charts keep the right margin for the legend.
-const LINE_MARGINS: Margins = Margins {
-    left: 78.0,
-    right: 190.0,
-    top: 44.0,
-    bottom: 56.0,
-};
-/// Bar charts label their bars directly and leave room for a subtitle.
-const BAR_MARGINS: Margins = Margins {
-    left: 78.0,
-    right: 30.0,
-    top: 66.0,
-    bottom: 40.0,
-};
 
 /// One named line of a [`LineChart`].
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +71,10 @@ pub struct Series {
     pub markers: bool,
     /// Draw the line faint (for raw, noisy values under a smoothed line).
     pub faint: bool,
+    /// Join the points with a line (false: dots only, a scatter).
+    pub line: bool,
+    /// The palette colour to use; `None` takes the series' position.
+    pub colour: Option<usize>,
 }
 
 impl Series {
@@ -83,7 +85,24 @@ impl Series {
             points,
             markers: false,
             faint: false,
+            line: true,
+            colour: None,
         }
+    }
+
+    /// Dots without a line (a scatter).
+    pub fn points(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            markers: true,
+            line: false,
+            ..Series::new(name, points)
+        }
+    }
+
+    /// The same series in palette colour `index` (to pair a scatter with its frontier line).
+    pub fn with_colour(mut self, index: usize) -> Self {
+        self.colour = Some(index);
+        self
     }
 
     /// The same series with a dot at each point.
@@ -143,84 +162,101 @@ impl LineChart {
     }
 
     /// The chart as a standalone SVG document.
-    pub fn to_svg(&self) -> String {
-        let finite = || {
-            self.series
-                .iter()
-                .flat_map(|s| s.points.iter())
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-        };
-        let (x_lo, x_hi) = min_max(finite().map(|p| p.0)).unwrap_or((0.0, 1.0));
-        let (y_lo, y_hi) = self
-            .y_range
-            .or_else(|| min_max(finite().map(|p| p.1)))
-            .unwrap_or((0.0, 1.0));
-        let x_axis = Axis::fit(x_lo, x_hi, false);
-        let y_axis = Axis::fit(y_lo, y_hi, self.y_range.is_some());
-        let frame = Frame {
-            x: x_axis,
-            y: y_axis,
-            m: LINE_MARGINS,
-        };
-
+    pub fn to_svg(&self) -> Result<String, PlotError> {
         let mut svg = String::new();
-        open_svg(&mut svg, &self.title, &frame);
-        frame.draw_axes(&mut svg, &self.x_label, &self.y_label);
-        if finite().next().is_none() {
-            let _ = writeln!(
-                svg,
-                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#888">no data</text>"##,
-                frame.m.left + frame.width() / 2.0,
-                frame.m.top + frame.height() / 2.0
-            );
+        self.draw(&mut svg).map_err(|e| PlotError::Draw {
+            title: self.title.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(svg)
+    }
+
+    fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let finite: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        if finite.is_empty() {
+            root.titled(&self.title, ("sans-serif", 20))?
+                .draw(&Text::new(
+                    "no data",
+                    (WIDTH as i32 / 2 - 30, HEIGHT as i32 / 2 - 30),
+                    ("sans-serif", 16),
+                ))?;
+            root.present()?;
+            return Ok(());
         }
-        let _ = writeln!(svg, r#"<g clip-path="url(#plot-area)">"#);
-        for (i, s) in self.series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let (opacity, width) = if s.faint { (0.35, 1.0) } else { (1.0, 1.8) };
-            let _ = writeln!(svg, r#"<g class="series" data-name="{}">"#, escape(&s.name));
-            for segment in finite_segments(&s.points) {
-                let mut pts = String::new();
-                for &(x, y) in segment {
-                    let _ = write!(pts, "{:.2},{:.2} ", frame.px(x), frame.py(y));
+        let x = padded(min_max(finite.iter().map(|p| p.0)), 0.0);
+        let y = match self.y_range {
+            Some(range) => range,
+            None => padded(min_max(finite.iter().map(|p| p.1)), 0.05),
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x.0..x.1, y.0..y.1)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (index, series) in self.series.iter().enumerate() {
+            let c = colour(series.colour.unwrap_or(index));
+            let style = if series.faint {
+                c.mix(0.3).stroke_width(1)
+            } else {
+                c.stroke_width(2)
+            };
+            let mut labelled = false;
+            if series.line {
+                for segment in finite_segments(&series.points) {
+                    let drawn =
+                        chart.draw_series(LineSeries::new(segment.iter().copied(), style))?;
+                    if !labelled {
+                        drawn.label(series.name.as_str()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], style)
+                        });
+                        labelled = true;
+                    }
                 }
-                let _ = writeln!(
-                    svg,
-                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="{width}" stroke-opacity="{opacity}" stroke-linejoin="round"/>"#,
-                    pts.trim_end()
-                );
             }
-            if s.markers {
-                for &(x, y) in s
+            if series.markers {
+                let dots = series
                     .points
                     .iter()
                     .filter(|(x, y)| x.is_finite() && y.is_finite())
-                {
-                    let _ = writeln!(
-                        svg,
-                        r#"<circle cx="{:.2}" cy="{:.2}" r="3" fill="{color}"/>"#,
-                        frame.px(x),
-                        frame.py(y)
-                    );
+                    .map(|&p| Circle::new(p, 4, c.filled()));
+                let drawn = chart.draw_series(dots)?;
+                if !labelled {
+                    drawn
+                        .label(series.name.as_str())
+                        .legend(move |(x, y)| Circle::new((x + 9, y), 4, c.filled()));
                 }
             }
-            let _ = writeln!(svg, "</g>");
         }
-        let _ = writeln!(svg, "</g>");
-        let legend: Vec<(&str, &str, bool)> = self
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), PALETTE[i % PALETTE.len()], s.faint))
-            .collect();
-        draw_legend(&mut svg, &legend, &frame);
-        svg.push_str("</svg>\n");
-        svg
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 14))
+            .draw()?;
+        root.present()?;
+        Ok(())
     }
 
     /// Writes the SVG to `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
-        write_file(path.as_ref(), &self.to_svg())
+        write_file(path.as_ref(), &self.to_svg()?)
     }
 }
 
@@ -261,77 +297,71 @@ impl BarChart {
     }
 
     /// The chart as a standalone SVG document.
-    pub fn to_svg(&self) -> String {
-        let values = self.bars.iter().map(|b| b.1).filter(|v| v.is_finite());
-        let (lo, hi) = min_max(values.chain([0.0])).unwrap_or((0.0, 1.0));
-        let y = Axis::fit(lo, hi, false);
-        let n = self.bars.len().max(1) as f64;
-        let frame = Frame {
-            x: Axis {
-                lo: 0.0,
-                hi: n,
-                ticks: Vec::new(),
-            },
-            y,
-            m: BAR_MARGINS,
-        };
-
+    pub fn to_svg(&self) -> Result<String, PlotError> {
         let mut svg = String::new();
-        open_svg(&mut svg, &self.title, &frame);
-        if let Some(sub) = &self.subtitle {
-            let _ = writeln!(
-                svg,
-                r##"<text class="subtitle" x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{}</text>"##,
-                frame.m.left + frame.width() / 2.0,
-                44.0,
-                escape(sub)
-            );
-        }
-        frame.draw_axes(&mut svg, "", &self.y_label);
-        let zero = frame.py(0.0);
-        let slot = frame.width() / n;
-        for (i, (label, value)) in self.bars.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
-            let cx = frame.m.left + slot * (i as f64 + 0.5);
-            let w = slot * 0.6;
-            let _ = writeln!(svg, r#"<g class="bar" data-name="{}">"#, escape(label));
-            if value.is_finite() {
-                let top = frame.py(*value);
-                let (y0, h) = if top < zero {
-                    (top, zero - top)
-                } else {
-                    (zero, top - zero)
-                };
-                let _ = writeln!(
-                    svg,
-                    r#"<rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{color}"/>"#,
-                    cx - w / 2.0,
-                    y0,
-                    w,
-                    h
-                );
-                let label_y = if *value >= 0.0 { top - 5.0 } else { top + 14.0 };
-                let _ = writeln!(
-                    svg,
-                    r#"<text x="{cx:.2}" y="{label_y:.2}" text-anchor="middle">{}</text>"#,
-                    escape(&format_value(*value))
-                );
+        self.draw(&mut svg).map_err(|e| PlotError::Draw {
+            title: self.title.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(svg)
+    }
+
+    fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let titled = root.titled(&self.title, ("sans-serif", 20))?;
+        let area = match &self.subtitle {
+            Some(sub) => {
+                titled.draw(&Text::new(sub.as_str(), (80, 0), ("sans-serif", 14)))?;
+                titled.margin(24, 0, 0, 0)
             }
-            let _ = writeln!(
-                svg,
-                r#"<text x="{cx:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
-                frame.m.top + frame.height() + 18.0,
-                escape(label)
-            );
-            let _ = writeln!(svg, "</g>");
+            None => titled,
+        };
+        let values = self.bars.iter().map(|b| b.1).filter(|v| v.is_finite());
+        let y = padded(min_max(values.chain([0.0])), 0.15);
+        let n = self.bars.len().max(1);
+        let labels: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+        let mut chart = ChartBuilder::on(&area)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d((0..n).into_segmented(), y.0..y.1)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(&self.y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .draw()?;
+        for (i, (_, value)) in self.bars.iter().enumerate() {
+            if !value.is_finite() {
+                continue;
+            }
+            let c = colour(i);
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *value),
+                ],
+                c.mix(0.85).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!("{value:.3}"),
+                (SegmentValue::CenterOf(i), *value),
+                ("sans-serif", 14),
+            )))?;
         }
-        svg.push_str("</svg>\n");
-        svg
+        root.present()?;
+        Ok(())
     }
 
     /// Writes the SVG to `path`.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
-        write_file(path.as_ref(), &self.to_svg())
+        write_file(path.as_ref(), &self.to_svg()?)
     }
 }
 
@@ -377,6 +407,24 @@ pub fn plot_comparison_summary(
     .with_bar("reference", summary.reference_reward)
     .with_bar(format!("policy ({method})"), summary.policy_reward)
     .write(path)
+}
+
+/// The upper-left frontier of (cost, value) points: sorted by cost, each point that beats the
+/// value of every cheaper one (e.g. gold reward against KL; a point under the line is dominated).
+pub fn pareto_frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    let mut frontier: Vec<(f64, f64)> = Vec::new();
+    for p in sorted {
+        if frontier.last().is_none_or(|last| p.1 > last.1) {
+            frontier.push(p);
+        }
+    }
+    frontier
 }
 
 /// A trailing moving average over `window` points (the first points average what exists).
@@ -516,267 +564,16 @@ fn finite_segments(points: &[(f64, f64)]) -> impl Iterator<Item = &[(f64, f64)]>
         .filter(|s| !s.is_empty())
 }
 
-/// An axis range with its tick values.
-#[derive(Debug, Clone, PartialEq)]
-struct Axis {
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
-}
-
-impl Axis {
-    /// Extends `[lo, hi]` to tick multiples of a nice step, or keeps it exactly when `exact`.
-    fn fit(lo: f64, hi: f64, exact: bool) -> Axis {
-        let (mut lo, mut hi) = (lo, hi);
-        if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
-            // A flat series: give it some room around its value.
-            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-            lo -= pad;
-            hi += pad;
-        }
-        let step = nice_step((hi - lo) / 5.0);
-        if !exact {
-            lo = (lo / step).floor() * step;
-            hi = (hi / step).ceil() * step;
-        }
-        // The tolerance keeps a tick on an end that rounding moved by an ulp.
-        let first = (lo / step - 1e-9).ceil() as i64;
-        let last = (hi / step + 1e-9).floor() as i64;
-        let ticks = (first..=last)
-            .map(|k| k as f64 * step)
-            .map(|t| if t.abs() < step * 1e-9 { 0.0 } else { t })
-            .collect();
-        Axis { lo, hi, ticks }
-    }
-
-    fn step(&self) -> f64 {
-        match self.ticks.as_slice() {
-            [a, b, ..] => b - a,
-            _ => (self.hi - self.lo).abs().max(f64::MIN_POSITIVE),
+/// `(lo, hi)` widened by `pad` of its span on each side; a single value gets a unit span.
+fn padded(range: Option<(f64, f64)>, pad: f64) -> (f64, f64) {
+    match range {
+        None => (0.0, 1.0),
+        Some((lo, hi)) if hi - lo <= f64::EPSILON * hi.abs().max(1.0) => (lo - 1.0, hi + 1.0),
+        Some((lo, hi)) => {
+            let d = (hi - lo) * pad;
+            (lo - d, hi + d)
         }
     }
-}
-
-/// The smallest of 1, 2, 5 times a power of ten that is at least `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let raw = if raw.is_finite() && raw > 0.0 {
-        raw
-    } else {
-        1.0
-    };
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let fraction = raw / magnitude;
-    let nice = if fraction <= 1.0 {
-        1.0
-    } else if fraction <= 2.0 {
-        2.0
-    } else if fraction <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * magnitude
-}
-
-/// A tick label with as many decimals as the step needs.
-fn format_tick(value: f64, step: f64) -> String {
-    let magnitude = value.abs().max(step.abs());
-    if magnitude != 0.0 && (magnitude >= 1e6 || step.abs() < 1e-4) {
-        return format!("{value:.1e}");
-    }
-    let decimals = (-step.abs().log10().floor()).max(0.0) as usize;
-    format!("{value:.decimals$}")
-}
-
-/// A value label on a bar.
-fn format_value(value: f64) -> String {
-    if value != 0.0 && (value.abs() >= 1e5 || value.abs() < 1e-3) {
-        format!("{value:.2e}")
-    } else {
-        format!("{value:.3}")
-    }
-}
-
-/// The plot rectangle mapped to data coordinates.
-struct Frame {
-    x: Axis,
-    y: Axis,
-    m: Margins,
-}
-
-impl Frame {
-    fn width(&self) -> f64 {
-        WIDTH - self.m.left - self.m.right
-    }
-
-    fn height(&self) -> f64 {
-        HEIGHT - self.m.top - self.m.bottom
-    }
-
-    fn px(&self, x: f64) -> f64 {
-        self.m.left + (x - self.x.lo) / (self.x.hi - self.x.lo) * self.width()
-    }
-
-    fn py(&self, y: f64) -> f64 {
-        self.m.top + self.height() - (y - self.y.lo) / (self.y.hi - self.y.lo) * self.height()
-    }
-
-    /// Grid, axes, tick labels and axis labels.
-    fn draw_axes(&self, svg: &mut String, x_label: &str, y_label: &str) {
-        let (left, top) = (self.m.left, self.m.top);
-        let (right, bottom) = (left + self.width(), top + self.height());
-        let _ = writeln!(
-            svg,
-            r##"<g class="grid" stroke="#e5e5e5" stroke-width="1">"##
-        );
-        for &t in &self.y.ticks {
-            let y = self.py(t);
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{left:.2}" y1="{y:.2}" x2="{right:.2}" y2="{y:.2}"/>"#
-            );
-        }
-        for &t in &self.x.ticks {
-            let x = self.px(t);
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{x:.2}" y1="{top:.2}" x2="{x:.2}" y2="{bottom:.2}"/>"#
-            );
-        }
-        let _ = writeln!(svg, "</g>");
-        let _ = writeln!(svg, r##"<g class="axes" stroke="#333" stroke-width="1">"##);
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{left:.2}" y1="{bottom:.2}" x2="{right:.2}" y2="{bottom:.2}"/>"#
-        );
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{left:.2}" y1="{top:.2}" x2="{left:.2}" y2="{bottom:.2}"/>"#
-        );
-        for &t in &self.y.ticks {
-            let y = self.py(t);
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{:.2}" y1="{y:.2}" x2="{left:.2}" y2="{y:.2}"/>"#,
-                left - 5.0
-            );
-        }
-        for &t in &self.x.ticks {
-            let x = self.px(t);
-            let _ = writeln!(
-                svg,
-                r#"<line x1="{x:.2}" y1="{bottom:.2}" x2="{x:.2}" y2="{:.2}"/>"#,
-                bottom + 5.0
-            );
-        }
-        let _ = writeln!(svg, "</g>");
-        let _ = writeln!(svg, r##"<g class="tick-labels" fill="#333">"##);
-        let y_step = self.y.step();
-        for &t in &self.y.ticks {
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"#,
-                left - 8.0,
-                self.py(t) + 4.0,
-                escape(&format_tick(t, y_step))
-            );
-        }
-        let x_step = self.x.step();
-        for &t in &self.x.ticks {
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
-                self.px(t),
-                bottom + 18.0,
-                escape(&format_tick(t, x_step))
-            );
-        }
-        let _ = writeln!(svg, "</g>");
-        if !x_label.is_empty() {
-            let _ = writeln!(
-                svg,
-                r#"<text class="x-label" x="{:.2}" y="{:.2}" text-anchor="middle">{}</text>"#,
-                (left + right) / 2.0,
-                HEIGHT - 12.0,
-                escape(x_label)
-            );
-        }
-        if !y_label.is_empty() {
-            let (x, y) = (18.0, (top + bottom) / 2.0);
-            let _ = writeln!(
-                svg,
-                r#"<text class="y-label" x="{x:.2}" y="{y:.2}" text-anchor="middle" transform="rotate(-90 {x:.2} {y:.2})">{}</text>"#,
-                escape(y_label)
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<clipPath id="plot-area"><rect x="{left:.2}" y="{top:.2}" width="{:.2}" height="{:.2}"/></clipPath>"#,
-            self.width(),
-            self.height()
-        );
-    }
-}
-
-/// The SVG header, white background and title.
-fn open_svg(svg: &mut String, title: &str, frame: &Frame) {
-    let _ = writeln!(svg, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, "<title>{}</title>", escape(title));
-    let _ = writeln!(
-        svg,
-        r#"<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text class="title" x="{:.1}" y="24" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
-        frame.m.left + frame.width() / 2.0,
-        escape(title)
-    );
-}
-
-/// The legend in the right margin: a line sample and the name of each series.
-fn draw_legend(svg: &mut String, entries: &[(&str, &str, bool)], frame: &Frame) {
-    let x = frame.m.left + frame.width() + 16.0;
-    let _ = writeln!(svg, r#"<g class="legend">"#);
-    for (i, (name, color, faint)) in entries.iter().enumerate() {
-        let y = frame.m.top + 10.0 + 20.0 * i as f64;
-        let opacity = if *faint { 0.35 } else { 1.0 };
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x:.2}" y1="{y:.2}" x2="{:.2}" y2="{y:.2}" stroke="{color}" stroke-width="2.5" stroke-opacity="{opacity}"/>"#,
-            x + 22.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.2}" y="{:.2}">{}</text>"#,
-            x + 28.0,
-            y + 4.0,
-            escape(name)
-        );
-    }
-    let _ = writeln!(svg, "</g>");
-}
-
-/// Escapes text for XML content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters other than tab and newlines are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -890,6 +687,11 @@ mod tests {
         );
     }
 
+    /// A legend or label entry as plotters writes it.
+    fn text(label: &str) -> String {
+        format!(">\n{label}\n</text>")
+    }
+
     #[test]
     fn line_chart_is_well_formed_and_has_its_series() {
         let chart = LineChart::new("Loss <DPO> & friends", "step", "loss")
@@ -906,69 +708,56 @@ mod tests {
             .with_series(
                 Series::new("eval \"held-out\"", vec![(2.0, 0.65), (4.0, 0.5)]).with_markers(),
             );
-        let svg = chart.to_svg();
+        let svg = chart.to_svg().unwrap();
         assert_well_formed(&svg);
-        assert!(svg.contains("Loss &lt;DPO&gt; &amp; friends"));
-        assert!(svg.contains(r#"data-name="train""#));
-        assert!(svg.contains(r#"data-name="eval &quot;held-out&quot;""#));
-        // The NaN splits the train line in two; the eval series has two markers.
-        assert_eq!(svg.matches("<polyline").count(), 3);
-        assert_eq!(svg.matches("<circle").count(), 2);
+        assert!(svg.contains(&text("Loss &lt;DPO&gt; &amp; friends")));
+        assert!(svg.contains(&text("train")));
+        assert!(svg.contains(&text("eval &quot;held-out&quot;")));
+        // The NaN splits the train line in two (plus its legend sample); the eval series has
+        // a line and two markers.
+        assert_eq!(
+            svg.matches(r##"stroke="#4E79A7" stroke-width="2" points"##)
+                .count(),
+            3
+        );
+        assert_eq!(svg.matches(r##"<circle"##).count(), 2);
         assert!(!svg.contains("NaN"));
     }
 
     #[test]
-    fn points_map_inside_the_plot_area() {
-        let svg = LineChart::new("t", "x", "y")
-            .with_series(Series::new("s", vec![(0.0, -3.0), (10.0, 7.0)]))
-            .to_svg();
-        let line = svg.lines().find(|l| l.starts_with("<polyline")).unwrap();
-        let pts: Vec<(f64, f64)> = line
-            .split('"')
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .map(|p| {
-                let (x, y) = p.split_once(',').unwrap();
-                (x.parse().unwrap(), y.parse().unwrap())
-            })
-            .collect();
-        let m = LINE_MARGINS;
-        for (x, y) in pts {
-            assert!((m.left..=WIDTH - m.right).contains(&x), "{x}");
-            assert!((m.top..=HEIGHT - m.bottom).contains(&y), "{y}");
-        }
+    fn scatter_series_have_dots_and_no_line() {
+        let svg = LineChart::new("frontier", "KL", "reward")
+            .with_series(
+                Series::points("DPO", vec![(1.0, 0.2), (3.0, 0.4), (2.0, 0.1)]).with_colour(2),
+            )
+            .with_series(Series::new("DPO frontier", vec![(1.0, 0.2), (3.0, 0.4)]).with_colour(2))
+            .to_svg()
+            .unwrap();
+        assert_well_formed(&svg);
+        assert_eq!(
+            svg.matches(r##"<circle"##).count(),
+            3 + 1,
+            "three dots and a legend dot"
+        );
+        assert_eq!(
+            svg.matches(r##"stroke="#E15759" stroke-width="2" points"##)
+                .count(),
+            2,
+            "the frontier and its legend sample"
+        );
     }
 
     #[test]
     fn empty_and_flat_charts_still_render() {
-        let svg = LineChart::new("nothing", "x", "y").to_svg();
+        let svg = LineChart::new("nothing", "x", "y").to_svg().unwrap();
         assert_well_formed(&svg);
         assert!(svg.contains("no data"));
         let svg = LineChart::new("flat", "x", "y")
             .with_series(Series::new("s", vec![(1.0, 2.0), (2.0, 2.0)]))
-            .to_svg();
+            .to_svg()
+            .unwrap();
         assert_well_formed(&svg);
         assert!(!svg.contains("NaN") && !svg.contains("inf"));
-    }
-
-    #[test]
-    fn nice_ticks() {
-        assert_eq!(nice_step(0.13), 0.2);
-        assert_eq!(nice_step(3.0), 5.0);
-        assert_eq!(nice_step(7.0), 10.0);
-        assert_eq!(nice_step(100.0), 100.0);
-        let a = Axis::fit(0.31, 0.69, false);
-        assert!(
-            (a.lo - 0.3).abs() < 1e-12 && (a.hi - 0.7).abs() < 1e-12,
-            "{a:?}"
-        );
-        assert_eq!(a.ticks.len(), 5);
-        let a = Axis::fit(0.0, 1.0, true);
-        assert_eq!(a.ticks, vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
-        assert_eq!(format_tick(0.6000000000000001, 0.2), "0.6");
-        assert_eq!(format_tick(200.0, 50.0), "200");
-        assert_eq!(format_tick(2e-6, 1e-6), "2.0e-6");
     }
 
     #[test]
@@ -984,15 +773,29 @@ mod tests {
         plot_quickstart_summary(&summary, &file).unwrap();
         let svg = std::fs::read_to_string(&file).unwrap();
         assert_well_formed(&svg);
-        assert!(
-            svg.contains(r#"data-name="reference""#) && svg.contains(r#"data-name="policy (DPO)""#)
-        );
-        assert!(svg.contains("-0.120") && svg.contains("0.580"));
+        assert!(svg.contains(&text("reference")) && svg.contains(&text("policy (DPO)")));
+        assert!(svg.contains(&text("-0.120")) && svg.contains(&text("0.580")));
         assert!(svg.contains("81.0%") && svg.contains("3.40 nats"));
+        let bars = svg
+            .lines()
+            .filter(|l| l.starts_with("<rect") && (l.contains("#4E79A7") || l.contains("#F28E2B")))
+            .count();
+        assert_eq!(bars, 2);
+    }
+
+    #[test]
+    fn frontier_keeps_the_undominated_points() {
+        let pts = [
+            (3.0, 0.5),
+            (1.0, 0.2),
+            (2.0, 0.1),
+            (4.0, 0.4),
+            (0.5, f64::NAN),
+            (5.0, 0.9),
+        ];
         assert_eq!(
-            svg.matches("<rect").count(),
-            1 + 1 + 2,
-            "background, clip rectangle and two bars"
+            pareto_frontier(&pts),
+            vec![(1.0, 0.2), (3.0, 0.5), (5.0, 0.9)]
         );
     }
 
@@ -1057,21 +860,22 @@ mod tests {
         for path in &written {
             let svg = std::fs::read_to_string(path).unwrap();
             assert_well_formed(&svg);
-            assert!(svg.contains(r#"data-name="train""#), "{}", path.display());
+            assert!(svg.contains(&text("train")), "{}", path.display());
         }
         let loss = std::fs::read_to_string(out.join("loss.svg")).unwrap();
-        assert!(
-            loss.contains(r#"data-name="train (mean of 5)""#)
-                && loss.contains(r#"data-name="eval""#)
+        assert!(loss.contains(&text("train (mean of 5)")) && loss.contains(&text("eval")));
+        assert_eq!(
+            loss.matches("<circle").count(),
+            3,
+            "three evaluations (the legend shows the line)"
         );
-        assert_eq!(loss.matches("<circle").count(), 3);
         let accuracy = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
         assert!(
-            !accuracy.contains(r#"data-name="eval""#),
+            !accuracy.contains(&text("eval")),
             "no eval accuracies were logged"
         );
         assert!(
-            accuracy.contains(">1.0</text>") && accuracy.contains(">0.0</text>"),
+            accuracy.contains(&text("1.0")) && accuracy.contains(&text("0.0")),
             "fixed [0, 1] range"
         );
     }

@@ -63,6 +63,7 @@ pub fn gelu_tanh<B: GeluOps, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// One element of the forward, for the CPU kernel.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn gelu_tanh_scalar(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + CUBIC * x * x * x);
@@ -70,6 +71,7 @@ pub(crate) fn gelu_tanh_scalar(x: f32) -> f32 {
 }
 
 /// One element of the backward, for the CPU kernel.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn gelu_tanh_grad_scalar(x: f32, grad: f32) -> f32 {
     let x2 = x * x;

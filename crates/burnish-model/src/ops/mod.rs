@@ -10,6 +10,8 @@ pub mod gelu;
 pub mod logprob_head;
 pub mod masked_softmax;
 pub mod norm;
+// Only the flex kernels use it; a build without flex (a GPU-only one) leaves it unused.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) mod simd;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
