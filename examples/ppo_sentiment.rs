@@ -23,16 +23,12 @@ mod common;
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::module::{AutodiffModule, Param};
 use burnish::burn::tensor::Tensor;
-use burnish::data::Collator;
-use burnish::losses::RewardLoss;
 use burnish::model::ModelAutodiffBackend;
 use burnish::ppo::pipeline::PPO_CURVES;
 use burnish::ppo::{RewardModelScorer, TextReward};
-use burnish::sentiment_task::{SentimentTask, config, print_comparison, print_done, sample};
+use burnish::sentiment_task::{SentimentTask, print_comparison, print_done, sample};
 use burnish::train::metrics_log::{read_metrics, series};
-use burnish::train::objectives::RewardObjective;
 use burnish::train::plot::{plot_comparison_summary, plot_curves};
-use burnish::train::trainer::{RunOptions, train};
 use common::section;
 
 /// Review prefixes turned into preference pairs for the reward model.
@@ -95,43 +91,15 @@ impl TrainJob for PpoSentiment {
         let eos = task.eos;
 
         section("2. Preference pairs labelled by the gold reward (VADER)");
-        let prefixes = task.train_prefixes(PAIR_PREFIXES);
         let inference = reference.valid();
-        let first = sample(&inference, &prefixes, eos, 1, &device)?;
-        let second = sample(&inference, &prefixes, eos, 10_000, &device)?;
-        let (mut pairs, ties) = task.label_pairs(&prefixes, first, second)?;
+        let (mut pairs, ties) = task.preference_pairs(&inference, PAIR_PREFIXES, &device)?;
         println!("{} pairs ({ties} tied prefixes skipped)", pairs.len());
 
         section("3. A Bradley-Terry reward model on the pairs");
         let eval_pairs = pairs.split_off(pairs.len() - pairs.len() / 10);
-        let objective = RewardObjective::<B> {
-            train: pairs,
-            eval: eval_pairs,
-            collator: Collator::new(eos),
-            loss: RewardLoss::default(),
-            device: device.clone(),
-        };
-        let mut rm_config = config(
-            &out.join("reward"),
-            "[optimizer]\nlr = 5e-4\n[schedule]\nwarmup_steps = 10\ndecay = \"linear\"\n",
-        )?;
-        rm_config.train.epochs = 2;
-        rm_config.train.batch_size = 32;
-        rm_config.train.eval_every = 50;
-        rm_config.train.checkpoint_every = 0;
         let t = Instant::now();
-        let rm_run = train(
-            reference.clone().with_reward_head(&device),
-            &objective,
-            &rm_config,
-            &RunOptions::default(),
-            &device,
-        )?;
-        let accuracy = rm_run
-            .last_eval
-            .as_ref()
-            .and_then(|e| e.metrics.get("accuracy"))
-            .unwrap_or(f64::NAN);
+        let (rm_run, accuracy) =
+            task.train_reward_model(&reference, pairs, eval_pairs, &out.join("reward"), &device)?;
         println!(
             "reward model: {} steps in {:.0}s, held-out accuracy {accuracy:.2} (how often it ranks the gold-better sample first)",
             rm_run.steps,
@@ -159,6 +127,7 @@ impl TrainJob for PpoSentiment {
             &mut scorer,
             &ppo,
             PPO_UPDATES,
+            42,
             &out.join("ppo"),
             &device,
         )?;
@@ -184,6 +153,7 @@ impl TrainJob for PpoSentiment {
             &mut TextReward::vader(),
             &ppo,
             PPO_UPDATES,
+            42,
             &out.join("ppo-gt"),
             &device,
         )?;

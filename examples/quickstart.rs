@@ -24,10 +24,10 @@ use burnish::burn::module::AutodiffModule;
 use burnish::data::Collator;
 use burnish::losses::PreferenceLoss;
 use burnish::model::ModelAutodiffBackend;
-use burnish::sentiment_task::{SentimentTask, config, print_comparison, print_done, sample};
+use burnish::sentiment_task::{SentimentTask, print_comparison, print_done};
 use burnish::train::objectives::PreferenceObjective;
 use burnish::train::plot::plot_quickstart_summary;
-use burnish::train::trainer::{RunOptions, evaluate, plot_run, train};
+use burnish::train::trainer::{evaluate, plot_run};
 use common::section;
 
 /// Review prefixes turned into preference pairs.
@@ -75,15 +75,11 @@ impl TrainJob for Quickstart {
         task.tokenizer.save(out.join("sft-model/tokenizer.json"))?;
 
         section("3. Preference pairs labelled by the gold reward (VADER)");
-        let prefixes = task.train_prefixes(PAIR_PREFIXES);
-        let inference = reference.valid();
         let t = Instant::now();
-        let first = sample(&inference, &prefixes, eos, 1, &device)?;
-        let second = sample(&inference, &prefixes, eos, 10_000, &device)?;
-        let (mut pairs, ties) = task.label_pairs(&prefixes, first, second)?;
+        let (mut pairs, ties) =
+            task.preference_pairs(&reference.valid(), PAIR_PREFIXES, &device)?;
         println!(
-            "sampled 2 x {} continuations in {:.0}s: {} pairs, {ties} prefixes skipped because both samples scored the same (usually 0: no sentiment words)",
-            prefixes.len(),
+            "sampled 2 x {PAIR_PREFIXES} continuations in {:.0}s: {} pairs, {ties} prefixes skipped because both samples scored the same (usually 0: no sentiment words)",
             t.elapsed().as_secs_f64(),
             pairs.len()
         );
@@ -91,28 +87,23 @@ impl TrainJob for Quickstart {
         section("4. DPO from the SFT model");
         let eval_pairs = pairs.split_off(pairs.len() - pairs.len() / 10);
         let dpo = PreferenceObjective::<B> {
-            train: pairs,
-            eval: eval_pairs,
+            train: Vec::new(),
+            eval: eval_pairs.clone(),
             collator: Collator::new(eos),
             loss: PreferenceLoss::default(),
             reference: Some(reference.valid()),
             device: device.clone(),
         };
-        let mut dpo_config = config(
-            &out.join("dpo"),
-            "[optimizer]\nlr = 5e-4\n[schedule]\nwarmup_steps = 10\ndecay = \"linear\"\n[loss]\nloss_type = \"sigmoid\"\nbeta = 0.1\n",
-        )?;
-        dpo_config.train.epochs = 3;
-        dpo_config.train.batch_size = 16;
-        dpo_config.train.eval_every = 25;
-        dpo_config.train.checkpoint_every = 0;
         let before = evaluate(&reference, &dpo, 32)?.expect("held-out pairs");
         let t = Instant::now();
-        let dpo_run = train(
-            reference.clone(),
-            &dpo,
-            &dpo_config,
-            &RunOptions::default(),
+        let dpo_run = task.train_preference(
+            &reference,
+            pairs,
+            eval_pairs,
+            PreferenceLoss::default(),
+            3,
+            42,
+            &out.join("dpo"),
             &device,
         )?;
         let after = dpo_run

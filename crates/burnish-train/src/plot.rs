@@ -131,6 +131,8 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// A fixed y range (e.g. [0, 1] for accuracies); `None` fits the data.
     pub y_range: Option<(f64, f64)>,
+    /// Put the legend in the lower right corner instead of the upper right.
+    pub legend_lower_right: bool,
 }
 
 impl LineChart {
@@ -146,12 +148,19 @@ impl LineChart {
             y_label: y_label.into(),
             series: Vec::new(),
             y_range: None,
+            legend_lower_right: false,
         }
     }
 
     /// Adds a series.
     pub fn with_series(mut self, series: Series) -> Self {
         self.series.push(series);
+        self
+    }
+
+    /// Moves the legend to the lower right corner (for curves that rise to the upper right).
+    pub fn with_legend_lower_right(mut self) -> Self {
+        self.legend_lower_right = true;
         self
     }
 
@@ -245,7 +254,11 @@ impl LineChart {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if self.legend_lower_right {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 14))
