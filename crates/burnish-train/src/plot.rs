@@ -332,41 +332,44 @@ impl BarChart {
         };
         let values = self.bars.iter().map(|b| b.1).filter(|v| v.is_finite());
         let y = padded(min_max(values.chain([0.0])), 0.15);
-        let n = self.bars.len().max(1);
-        let labels: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+        let n = self.bars.len().max(1) as f64;
         let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
-            .build_cartesian_2d((0..n).into_segmented(), y.0..y.1)?;
+            .build_cartesian_2d(0.0..n, y.0..y.1)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .x_labels(0)
             .y_desc(&self.y_label)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
+            .light_line_style(WHITE.mix(0.0))
             .draw()?;
-        for (i, (_, value)) in self.bars.iter().enumerate() {
+        let label: TextStyle = ("sans-serif", 14).into_font().into();
+        for (i, (name, value)) in self.bars.iter().enumerate() {
+            let centre = i as f64 + 0.5;
+            // The bar's name under the axis, centred.
+            let (w, _) = root.estimate_text_size(name, &label)?;
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((centre, y.0))
+                    + Text::new(name.clone(), (-(w as i32) / 2, 8), label.clone()),
+            ))?;
             if !value.is_finite() {
                 continue;
             }
-            let c = colour(i);
             chart.draw_series(std::iter::once(Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), *value),
-                ],
-                c.mix(0.85).filled(),
+                [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *value)],
+                colour(i).mix(0.85).filled(),
             )))?;
-            chart.draw_series(std::iter::once(Text::new(
-                format!("{value:.3}"),
-                (SegmentValue::CenterOf(i), *value),
-                ("sans-serif", 14),
-            )))?;
+            let text = format!("{value:.3}");
+            let (w, h) = root.estimate_text_size(&text, &label)?;
+            let above = if *value >= 0.0 { -(h as i32) - 4 } else { 4 };
+            chart.draw_series(std::iter::once(
+                EmptyElement::at((centre, *value))
+                    + Text::new(text, (-(w as i32) / 2, above), label.clone()),
+            ))?;
         }
         root.present()?;
         Ok(())
