@@ -100,9 +100,17 @@ impl Job for Scoring {
         let mut failed = 0usize;
         let mut pending: Vec<(usize, PromptCompletion)> = Vec::new();
         let total = rows.len();
+        if total == 0 {
+            bail!("{}: no rows to score", input.display());
+        }
         let flush = |pending: &mut Vec<(usize, PromptCompletion)>,
                      out: &mut BufWriter<_>|
          -> anyhow::Result<()> {
+            // Nothing is pending after a full batch or a bad row: an empty forward pass has no
+            // shape to run.
+            if pending.is_empty() {
+                return Ok(());
+            }
             let batch: Vec<PromptCompletion> = pending.iter().map(|(_, r)| r.clone()).collect();
             for ((row, _), (logp, tokens)) in
                 pending.iter().zip(score_batch(&model, &batch, &device))

@@ -324,6 +324,51 @@ fn logprobs_reads_parquet_prompt_completions() {
     assert!((a - b).abs() < 1e-4, "{a} vs {b}");
 }
 
+/// A row count that is a multiple of `--batch-size`, a bad row right after a full batch, and
+/// an empty file: every row gets its line, and nothing panics.
+#[test]
+fn logprobs_batches_flush_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("rows.jsonl");
+    let row =
+        |i: usize| format!("{{\"prompt\": \"The film #{i}\", \"completion\": \" was great.\"}}");
+    let mut lines: Vec<String> = (0..4).map(row).collect();
+    lines.push("{\"prompt\": 3}".into());
+    lines.extend((4..6).map(row));
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    let model = gpt2();
+    let run = |path: &Path, batch: &str| {
+        burnish(&[
+            "logprobs",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            path.to_str().unwrap(),
+            "--batch-size",
+            batch,
+        ])
+    };
+    let o = run(&jsonl, "2");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), 7, "{}", text(&o));
+    assert!(out[4]["error"].is_string() && out[6]["logp"].is_f64());
+    assert!(!text(&o).contains("panicked"));
+    let even = dir.path().join("even.jsonl");
+    std::fs::write(&even, (0..4).map(row).collect::<Vec<_>>().join("\n")).unwrap();
+    let o = run(&even, "2");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 4);
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let o = run(&empty, "2");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+}
+
 #[test]
 fn killed_run_resumes_to_the_same_weights() {
     let steps = 60;
