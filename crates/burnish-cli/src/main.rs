@@ -42,7 +42,39 @@ enum Command {
     Eval(eval::EvalArgs),
 }
 
+/// The last line of defence: a panic is a bug, reported in one line with its backtrace in a
+/// file; a closed stdout (`burnish inspect FILE | head -1`) is not an error at all.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        if message.contains("Broken pipe") {
+            // The reader went away; what it did not read is nobody's loss.
+            std::process::exit(0);
+        }
+        let location = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        let trace = std::backtrace::Backtrace::force_capture();
+        let path = std::env::temp_dir().join(format!("burnish-panic-{}.txt", std::process::id()));
+        let saved = std::fs::write(&path, format!("{message}{location}\n\n{trace}\n")).is_ok();
+        eprintln!(
+            "burnish: internal error (a bug, please report it): {message}{location}{}",
+            if saved {
+                format!("; backtrace in {}", path.display())
+            } else {
+                String::new()
+            }
+        );
+    }));
+}
+
 fn main() {
+    install_panic_hook();
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Logprobs(args) => logprobs::run(args),

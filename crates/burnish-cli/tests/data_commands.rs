@@ -175,3 +175,41 @@ fn tokenizer_check_rejects_rows_with_nothing_left_of_the_completion() {
     let rejects = std::fs::read_to_string(dir.path().join("out.rejects.jsonl")).unwrap();
     assert!(rejects.contains("nothing left of `chosen`"), "{rejects}");
 }
+
+/// `burnish inspect FILE | head -1`: the reader closes the pipe early; burnish stops quietly
+/// instead of panicking.
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    let rows: Vec<burnish::data::PreferencePair> = (0..50)
+        .map(|i| burnish::data::PreferencePair::new(format!("prompt {i}").as_str(), " yes", " no"))
+        .collect();
+    let mut w =
+        burnish::data::PairWriter::create(&data, burnish::data::PairSchema::of(&rows[0])).unwrap();
+    for r in rows {
+        w.write(r).unwrap();
+    }
+    w.finish().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_burnish"))
+        .args(["inspect", data.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !err.contains("panicked") && !err.contains("internal error"),
+        "{err}"
+    );
+    assert!(status.success(), "{status:?}: {err}");
+}
