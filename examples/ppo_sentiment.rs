@@ -21,12 +21,11 @@ use std::time::Instant;
 mod common;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::burn::module::{AutodiffModule, Param};
-use burnish::burn::tensor::Tensor;
+use burnish::burn::module::AutodiffModule;
 use burnish::model::ModelAutodiffBackend;
+use burnish::ppo::TextReward;
 use burnish::ppo::pipeline::PPO_CURVES;
-use burnish::ppo::{RewardModelScorer, TextReward};
-use burnish::sentiment_task::{SentimentTask, print_comparison, print_done, sample};
+use burnish::sentiment_task::{SentimentTask, print_comparison, print_done};
 use burnish::train::metrics_log::{read_metrics, series};
 use burnish::train::plot::{plot_comparison_summary, plot_curves};
 use common::section;
@@ -88,7 +87,6 @@ impl TrainJob for PpoSentiment {
             sft.last_eval.as_ref().map_or(f64::NAN, |e| e.loss)
         );
         let reference = sft.model;
-        let eos = task.eos;
 
         section("2. Preference pairs labelled by the gold reward (VADER)");
         let inference = reference.valid();
@@ -108,18 +106,11 @@ impl TrainJob for PpoSentiment {
         let reward_model = rm_run.model.valid();
 
         section("4. PPO against the reward model, KL-penalised towards the SFT policy");
-        // The value head starts from the reward model's head (InstructGPT), bias 0.
-        let mut policy = reference.clone().with_value_head(&device);
-        if let (Some(value), Some(head)) = (policy.value_head.as_mut(), &reward_model.reward_head) {
-            value.weight =
-                Param::from_tensor(Tensor::from_data(head.weight.val().into_data(), &device));
-        }
+        // Scores rescaled to mean 0, std 1 on the SFT policy's own samples; the value head
+        // starts from the reward model's head (InstructGPT), bias 0.
+        let mut scorer = task.reward_scorer(reward_model, &inference, &device)?;
+        let policy = scorer.init_value_head(reference.clone(), &device);
         let ppo = task.ppo_config(KL_COEF);
-        // Scores rescaled to mean 0, std 1 on the SFT policy's own samples.
-        let mut scorer = RewardModelScorer::new(reward_model, eos, &device)?;
-        let norm_prefixes = task.train_prefixes(64);
-        let norm_samples = sample(&inference, &norm_prefixes, eos, 5, &device)?;
-        scorer.normalize_on(&norm_prefixes, &norm_samples);
         let t = Instant::now();
         let outcome = task.train_ppo(
             policy,

@@ -31,8 +31,8 @@ use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::burn::module::AutodiffModule;
 use burnish::losses::PreferenceLoss;
 use burnish::model::{CausalLm, ModelAutodiffBackend};
-use burnish::ppo::{RewardFunction, RewardModelScorer, TextReward};
-use burnish::sentiment_task::{Comparison, SentimentTask, print_done, sample};
+use burnish::ppo::{RewardFunction, TextReward};
+use burnish::sentiment_task::{Comparison, SentimentTask, print_done};
 use burnish::train::plot::{LineChart, Series, pareto_frontier};
 use common::section;
 use serde::{Deserialize, Serialize};
@@ -246,9 +246,9 @@ impl TrainJob for Frontier {
         )?;
         let rm = rm.model.valid();
         let eval_prefixes = task.eval_prefixes(plan.eval_prefixes);
-        let reference_reward = task
-            .compare(&inference, &inference, &eval_prefixes, 77, &device)?
-            .reference_reward;
+        let baseline = task.baseline(&inference, &eval_prefixes, 77, &device)?;
+        let reference_reward = baseline.mean_reward();
+        let mut scorer = task.reward_scorer(rm, &inference, &device)?;
         println!(
             "reference: {} SFT steps; {} train + {} held-out pairs ({ties} tied prefixes skipped); reward model held-out accuracy {accuracy:.2}; reference gold reward {reference_reward:+.3} on {} prefixes",
             plan.sft_steps,
@@ -259,7 +259,7 @@ impl TrainJob for Frontier {
 
         let mut points = Vec::new();
         let score = |policy: &CausalLm<B::InnerBackend>| {
-            task.compare(policy, &inference, &eval_prefixes, 77, &device)
+            task.compare_with(policy, &inference, &baseline, &device)
         };
         for seed in 0..plan.seeds {
             section(&format!("2. Offline methods, seed {seed}"));
@@ -317,13 +317,8 @@ impl TrainJob for Frontier {
             for &coef in &plan.kl_coefs {
                 for method in ["PPO", "PPO-GT"] {
                     let t = Instant::now();
-                    let mut scorer;
                     let mut vader = TextReward::vader();
                     let reward: &mut dyn RewardFunction = if method == "PPO" {
-                        scorer = RewardModelScorer::new(rm.clone(), task.eos, &device)?;
-                        let prefixes = task.train_prefixes(64);
-                        let samples = sample(&inference, &prefixes, task.eos, 5, &device)?;
-                        scorer.normalize_on(&prefixes, &samples);
                         &mut scorer
                     } else {
                         &mut vader

@@ -17,7 +17,7 @@ use burnish_model::{
     CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, SamplingConfig, TextTokenizer,
 };
 use burnish_ppo::sentiment::compound;
-use burnish_ppo::{PpoConfig, PpoOutcome, PpoRun, RewardFunction, train_ppo};
+use burnish_ppo::{PpoConfig, PpoOutcome, PpoRun, RewardFunction, RewardModelScorer, train_ppo};
 use burnish_train::batch::TokenTensors;
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::{PreferenceObjective, RewardObjective, SftObjective};
@@ -44,6 +44,26 @@ pub struct SentimentTask {
     pub train_ids: Vec<Vec<u32>>,
     /// Held-out reviews, tokenized.
     pub eval_ids: Vec<Vec<u32>>,
+}
+
+/// The reference's samples of some prefixes and their gold rewards.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// The prefixes.
+    pub prefixes: Vec<Vec<u32>>,
+    /// The sampling seed (policies are sampled with it too).
+    pub seed: u64,
+    /// One reference sample per prefix.
+    pub samples: Vec<Vec<u32>>,
+    /// The gold reward of each sample.
+    pub rewards: Vec<f64>,
+}
+
+impl Baseline {
+    /// Mean gold reward of the reference's samples.
+    pub fn mean_reward(&self) -> f64 {
+        self.rewards.iter().sum::<f64>() / self.rewards.len().max(1) as f64
+    }
 }
 
 /// What a policy's samples score against the reference's on held-out prefixes.
@@ -373,6 +393,21 @@ impl SentimentTask {
         Ok((outcome, accuracy))
     }
 
+    /// The reward model as PPO's reward: its scores rescaled to mean 0, std 1 on the reference's
+    /// samples of 64 training prefixes (sampling seed 5).
+    pub fn reward_scorer<B: ModelBackend>(
+        &self,
+        reward_model: CausalLm<B>,
+        reference: &CausalLm<B>,
+        device: &B::Device,
+    ) -> anyhow::Result<RewardModelScorer<B>> {
+        let mut scorer = RewardModelScorer::new(reward_model, self.eos, device)?;
+        let prefixes = self.train_prefixes(64);
+        let samples = sample(reference, &prefixes, self.eos, 5, device)?;
+        scorer.normalize_on(&prefixes, &samples);
+        Ok(scorer)
+    }
+
     /// The PPO settings of the task: 32-token responses sampled at temperature 1 (as the
     /// comparison samples), 4 PPO epochs over 2 mini-batches, KL coefficient `kl_coef`.
     pub fn ppo_config(&self, kl_coef: f64) -> PpoConfig {
@@ -430,6 +465,25 @@ impl SentimentTask {
         )?)
     }
 
+    /// The reference's samples of `prefixes` (seeded) and their gold rewards: what every policy
+    /// of an experiment is compared against, computed once.
+    pub fn baseline<B: ModelBackend>(
+        &self,
+        reference: &CausalLm<B>,
+        prefixes: &[Vec<u32>],
+        seed: u64,
+        device: &B::Device,
+    ) -> anyhow::Result<Baseline> {
+        let samples = sample(reference, prefixes, self.eos, seed, device)?;
+        let rewards = self.gold_rewards(&samples)?;
+        Ok(Baseline {
+            prefixes: prefixes.to_vec(),
+            seed,
+            samples,
+            rewards,
+        })
+    }
+
     /// Samples policy and reference on `prefixes` (the same seed for both) and compares them
     /// under the gold reward; the KL is estimated on the policy's samples.
     pub fn compare<B: ModelBackend>(
@@ -440,16 +494,27 @@ impl SentimentTask {
         seed: u64,
         device: &B::Device,
     ) -> anyhow::Result<Comparison> {
-        let policy_samples = sample(policy, prefixes, self.eos, seed, device)?;
-        let reference_samples = sample(reference, prefixes, self.eos, seed, device)?;
-        let (policy_scores, reference_scores) = (
-            self.gold_rewards(&policy_samples)?,
-            self.gold_rewards(&reference_samples)?,
-        );
+        let baseline = self.baseline(reference, prefixes, seed, device)?;
+        self.compare_with(policy, reference, &baseline, device)
+    }
+
+    /// [`SentimentTask::compare`] against a [`Baseline`] sampled before.
+    pub fn compare_with<B: ModelBackend>(
+        &self,
+        policy: &CausalLm<B>,
+        reference: &CausalLm<B>,
+        baseline: &Baseline,
+        device: &B::Device,
+    ) -> anyhow::Result<Comparison> {
+        let prefixes = &baseline.prefixes;
+        let policy_samples = sample(policy, prefixes, self.eos, baseline.seed, device)?;
+        let policy_scores = self.gold_rewards(&policy_samples)?;
+        let reference_scores = &baseline.rewards;
+        let reference_samples = &baseline.samples;
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let wins: Vec<f64> = policy_scores
             .iter()
-            .zip(&reference_scores)
+            .zip(reference_scores)
             .map(|(p, r)| match p.partial_cmp(r) {
                 Some(std::cmp::Ordering::Greater) => 1.0,
                 Some(std::cmp::Ordering::Equal) => 0.5,
@@ -468,7 +533,7 @@ impl SentimentTask {
         for ((prefix, p), r) in prefixes
             .iter()
             .zip(&policy_samples)
-            .zip(&reference_samples)
+            .zip(reference_samples)
             .take(3)
         {
             examples.push((
@@ -479,7 +544,7 @@ impl SentimentTask {
         }
         Ok(Comparison {
             prefixes: prefixes.len(),
-            reference_reward: mean(&reference_scores),
+            reference_reward: mean(reference_scores),
             policy_reward: mean(&policy_scores),
             win_rate: mean(&wins),
             kl: mean(&kl),

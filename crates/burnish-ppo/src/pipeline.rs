@@ -10,8 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, Param};
-use burn::tensor::Tensor;
+use burn::module::AutodiffModule;
 use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, copy_tokenizer_files};
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::SftObjective;
@@ -167,29 +166,13 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
                 message: "is required when reward = \"model\": a reward model folder (`burnish train reward`), or set reward = \"vader\"".into(),
             })?;
             let model = CausalLm::<B::InnerBackend>::from_pretrained(path, device)?;
-            if ppo.advantage == AdvantageEstimator::Gae
-                && policy.value_head.is_none()
-                && ppo.value_init == ValueInit::Reward
-                && let Some(head) = &model.reward_head
-                && model.config.hidden_size == policy.config.hidden_size
-            {
-                let mut value = policy.with_value_head(device);
-                if let Some(v) = value.value_head.as_mut() {
-                    v.weight = Param::from_tensor(Tensor::from_data(
-                        head.weight.val().into_data(),
-                        device,
-                    ));
-                    v.bias = v
-                        .bias
-                        .take()
-                        .map(|b| Param::from_tensor(b.val().zeros_like()));
-                }
-                policy = value;
-            }
             let mut scorer = RewardModelScorer::new(model, pad, device).map_err(|e| match e {
                 PpoError::Reward(m) => PpoError::Reward(format!("{}: {m}", path.display())),
                 e => e,
             })?;
+            if ppo.advantage == AdvantageEstimator::Gae && ppo.value_init == ValueInit::Reward {
+                policy = scorer.init_value_head(policy, device);
+            }
             if ppo.normalize_reward {
                 let file = out.join("reward_normalization.json");
                 let norm = if options.resume && file.exists() {
@@ -214,7 +197,8 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
                         gain: scorer.gain,
                         bias: scorer.bias,
                     };
-                    let json = serde_json::to_string(&norm).unwrap_or_default();
+                    let json = serde_json::to_string(&norm)
+                        .map_err(|e| PpoError::Reward(format!("{}: {e}", file.display())))?;
                     std::fs::write(&file, json).map_err(io(&file))?;
                     norm
                 };

@@ -2,6 +2,8 @@
 //! reward model ([`RewardModelScorer`]), a rule on the response text ([`TextReward`], e.g.
 //! [`TextReward::vader`]) and a closure from library code ([`ClosureReward`]).
 
+use burn::module::Param;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use burnish_model::{CausalLm, ModelBackend};
 
@@ -79,6 +81,31 @@ impl<B: ModelBackend> RewardModelScorer<B> {
             out.extend(scores.iter::<f32>());
         }
         out
+    }
+
+    /// Gives `policy` a value head that starts from this reward model's head (InstructGPT's
+    /// initialisation: the same weights, bias 0) when their widths match; a fresh head
+    /// otherwise. A policy that has a value head already is returned as it is.
+    pub fn init_value_head<P: Backend>(
+        &self,
+        policy: CausalLm<P>,
+        device: &P::Device,
+    ) -> CausalLm<P> {
+        if policy.value_head.is_some() {
+            return policy;
+        }
+        let mut policy = policy.with_value_head(device);
+        if let (Some(value), Some(head)) = (policy.value_head.as_mut(), &self.model.reward_head)
+            && self.model.config.hidden_size == policy.config.hidden_size
+        {
+            value.weight =
+                Param::from_tensor(Tensor::from_data(head.weight.val().into_data(), device));
+            value.bias = value
+                .bias
+                .take()
+                .map(|b| Param::from_tensor(b.val().zeros_like()));
+        }
+        policy
     }
 
     /// Sets gain and bias so that the scores of `queries`/`responses` (samples of the starting

@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor};
 use burnish_model::{CausalLm, ModelAutodiffBackend};
 use burnish_train::checkpoint::{
-    CheckpointError, MODEL_RECORD, OPTIMIZER_RECORD, TrainingState, find_latest, load_module,
-    load_optimizer, save_run_checkpoint,
+    CheckpointError, TrainingState, resume_latest, save_run_checkpoint,
 };
 use burnish_train::clip::clip_grad_norm;
 use burnish_train::config::TrainingConfig;
@@ -309,49 +308,33 @@ pub fn train_ppo<B: ModelAutodiffBackend>(
     std::fs::create_dir_all(&out_dir).map_err(|e| other(format!("{}: {e}", out_dir.display())))?;
     let total = settings.total_steps(run.prompts.len());
     let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total);
-    let [beta_1, beta_2] = config.optimizer.betas;
-    let mut optimizer = AdamWConfig::new()
-        .with_beta_1(beta_1 as f32)
-        .with_beta_2(beta_2 as f32)
-        .with_epsilon(config.optimizer.eps as f32)
-        .with_weight_decay(config.optimizer.weight_decay as f32)
-        .init::<B, CausalLm<B>>();
-
+    let optimizer = config.optimizer.adamw().init::<B, CausalLm<B>>();
     let mut state = PpoState {
         kl: ppo.kl_controller(),
         episode: 0,
         ptx: run.ptx.as_ref().map(|_| DataPosition::default()),
     };
-    let (mut start, mut position) = (0, DataPosition::default());
-    let mut last_checkpoint = "none".to_string();
-    if options.resume
-        && let Some(checkpoint) = find_latest(&out_dir)?
-    {
-        run.policy = load_module(run.policy, &checkpoint.dir, MODEL_RECORD, device)
-            .map_err(TrainError::from)?;
-        optimizer = load_optimizer::<B, CausalLm<B>, _>(
-            optimizer,
-            &checkpoint.dir,
-            OPTIMIZER_RECORD,
-            device,
-        )
-        .map_err(TrainError::from)?;
+    let (policy, mut optimizer, resumed) = if options.resume {
+        resume_latest(&out_dir, run.policy, optimizer, device)?
+    } else {
+        (run.policy, optimizer, None)
+    };
+    run.policy = policy;
+    if let Some(checkpoint) = &resumed {
         let path = checkpoint.dir.join(PPO_STATE_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(CheckpointError::io(&path))
-            .map_err(TrainError::from)?;
+        let text = std::fs::read_to_string(&path).map_err(CheckpointError::io(&path))?;
         state =
             serde_json::from_str(&text).map_err(|e| other(format!("{}: {e}", path.display())))?;
-        start = checkpoint.state.step;
-        position = checkpoint.state.data;
-        last_checkpoint = checkpoint.dir.display().to_string();
     }
+    let start = resumed.as_ref().map_or(0, |c| c.state.step);
+    let position = resumed
+        .as_ref()
+        .map_or_else(DataPosition::default, |c| c.state.data);
+    let mut last_checkpoint = resumed
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |c| c.dir.display().to_string());
     let metrics_path = out_dir.join("metrics.jsonl");
-    let mut log = if start > 0 {
-        MetricsLog::resume(&metrics_path, start).map_err(TrainError::from)?
-    } else {
-        MetricsLog::create(&metrics_path).map_err(TrainError::from)?
-    };
+    let mut log = MetricsLog::open_at(&metrics_path, start).map_err(TrainError::from)?;
     let mut cursor = DataCursor::new(run.prompts.len(), settings.seed, position);
     let mut ptx_cursor = run.ptx.as_ref().map(|p| {
         DataCursor::new(

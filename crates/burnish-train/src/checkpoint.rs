@@ -424,6 +424,31 @@ where
     Ok(file)
 }
 
+/// Resumes a run from the latest checkpoint in `output_dir`, if there is one: the module and
+/// the optimizer come back from their records and the checkpoint says where the run stood.
+/// Without a checkpoint both are returned as they were.
+pub fn resume_latest<B, M, O>(
+    output_dir: impl AsRef<Path>,
+    module: M,
+    optimizer: O,
+    device: &B::Device,
+) -> Result<(M, O, Option<Checkpoint>), CheckpointError>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    match find_latest(output_dir)? {
+        Some(checkpoint) => {
+            let module = load_module(module, &checkpoint.dir, MODEL_RECORD, device)?;
+            let optimizer =
+                load_optimizer::<B, M, O>(optimizer, &checkpoint.dir, OPTIMIZER_RECORD, device)?;
+            Ok((module, optimizer, Some(checkpoint)))
+        }
+        None => Ok((module, optimizer, None)),
+    }
+}
+
 /// A training run's checkpoint: the module as [`MODEL_RECORD`], the optimizer as
 /// [`OPTIMIZER_RECORD`], whatever `extra` writes beside them, then `state`; older checkpoints
 /// beyond `keep` are pruned. Returns the published directory.

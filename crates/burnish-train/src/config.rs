@@ -180,6 +180,16 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// AdamW with these betas, epsilon and weight decay (the learning rate comes per step).
+    pub fn adamw(&self) -> burn::optim::AdamWConfig {
+        let [beta_1, beta_2] = self.betas;
+        burn::optim::AdamWConfig::new()
+            .with_beta_1(beta_1 as f32)
+            .with_beta_2(beta_2 as f32)
+            .with_epsilon(self.eps as f32)
+            .with_weight_decay(self.weight_decay as f32)
+    }
+
     /// The clipping norm, or `None` when clipping is disabled.
     pub fn clip_norm(&self) -> Option<f64> {
         (self.max_grad_norm > 0.0).then_some(self.max_grad_norm)

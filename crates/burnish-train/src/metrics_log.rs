@@ -315,6 +315,15 @@ impl MetricsLog {
         })
     }
 
+    /// A fresh log at step 0, else the log of a run resumed after `step` (see [`Self::resume`]).
+    pub fn open_at(path: impl AsRef<Path>, step: u64) -> Result<Self, MetricsError> {
+        if step > 0 {
+            Self::resume(path, step)
+        } else {
+            Self::create(path)
+        }
+    }
+
     /// Reopens the log of a run resumed after optimizer step `step`: records of later steps
     /// (written after the checkpoint by the run that was killed) are dropped, so that the log
     /// reads as one uninterrupted run. A missing file is created.

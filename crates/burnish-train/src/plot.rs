@@ -172,12 +172,7 @@ impl LineChart {
 
     /// The chart as a standalone SVG document.
     pub fn to_svg(&self) -> Result<String, PlotError> {
-        let mut svg = String::new();
-        self.draw(&mut svg).map_err(|e| PlotError::Draw {
-            title: self.title.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(svg)
+        render(&self.title, |svg| self.draw(svg).map_err(|e| e.to_string()))
     }
 
     fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
@@ -311,12 +306,7 @@ impl BarChart {
 
     /// The chart as a standalone SVG document.
     pub fn to_svg(&self) -> Result<String, PlotError> {
-        let mut svg = String::new();
-        self.draw(&mut svg).map_err(|e| PlotError::Draw {
-            title: self.title.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(svg)
+        render(&self.title, |svg| self.draw(svg).map_err(|e| e.to_string()))
     }
 
     fn draw(&self, svg: &mut String) -> Result<(), Box<dyn std::error::Error + '_>> {
@@ -578,6 +568,19 @@ fn finite_segments(points: &[(f64, f64)]) -> impl Iterator<Item = &[(f64, f64)]>
     points
         .split(|(x, y)| !(x.is_finite() && y.is_finite()))
         .filter(|s| !s.is_empty())
+}
+
+/// Runs a chart's drawing into a new SVG string; plotters' errors name the chart.
+fn render(
+    title: &str,
+    draw: impl FnOnce(&mut String) -> Result<(), String>,
+) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    draw(&mut svg).map_err(|message| PlotError::Draw {
+        title: title.to_string(),
+        message,
+    })?;
+    Ok(svg)
 }
 
 /// `(lo, hi)` widened by `pad` of its span on each side; a single value gets a unit span.

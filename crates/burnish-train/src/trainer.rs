@@ -8,15 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use burnish_model::CausalLm;
 
-use crate::checkpoint::{
-    CheckpointError, MODEL_RECORD, OPTIMIZER_RECORD, TrainingState, find_latest, load_module,
-    load_optimizer, save_run_checkpoint,
-};
+use crate::checkpoint::{CheckpointError, TrainingState, resume_latest, save_run_checkpoint};
 use crate::clip::clip_grad_norm;
 use crate::config::TrainingConfig;
 use crate::data_order::{DataCursor, DataPosition};
@@ -154,7 +151,7 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
 
 /// Trains `model` on `objective` as `config` says; returns the trained model.
 pub fn train<B: AutodiffBackend, O: Objective<B>>(
-    mut model: CausalLm<B>,
+    model: CausalLm<B>,
     objective: &O,
     config: &TrainingConfig,
     options: &RunOptions,
@@ -166,37 +163,21 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         .map_err(|e| TrainError::Other(format!("{}: {e}", out_dir.display())))?;
     let total_steps = run.total_steps(objective.train_len());
     let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total_steps);
-    let [beta_1, beta_2] = config.optimizer.betas;
-    let mut optimizer = AdamWConfig::new()
-        .with_beta_1(beta_1 as f32)
-        .with_beta_2(beta_2 as f32)
-        .with_epsilon(config.optimizer.eps as f32)
-        .with_weight_decay(config.optimizer.weight_decay as f32)
-        .init::<B, CausalLm<B>>();
-
-    let mut start_step = 0;
-    let mut position = DataPosition::default();
-    let mut last_checkpoint = "none".to_string();
-    if options.resume
-        && let Some(checkpoint) = find_latest(&out_dir)?
-    {
-        model = load_module(model, &checkpoint.dir, MODEL_RECORD, device)?;
-        optimizer = load_optimizer::<B, CausalLm<B>, _>(
-            optimizer,
-            &checkpoint.dir,
-            OPTIMIZER_RECORD,
-            device,
-        )?;
-        start_step = checkpoint.state.step;
-        position = checkpoint.state.data;
-        last_checkpoint = checkpoint.dir.display().to_string();
-    }
-    let metrics_path = out_dir.join("metrics.jsonl");
-    let mut log = if start_step > 0 {
-        MetricsLog::resume(&metrics_path, start_step)?
+    let optimizer = config.optimizer.adamw().init::<B, CausalLm<B>>();
+    let (mut model, mut optimizer, resumed) = if options.resume {
+        resume_latest(&out_dir, model, optimizer, device)?
     } else {
-        MetricsLog::create(&metrics_path)?
+        (model, optimizer, None)
     };
+    let start_step = resumed.as_ref().map_or(0, |c| c.state.step);
+    let position = resumed
+        .as_ref()
+        .map_or_else(DataPosition::default, |c| c.state.data);
+    let mut last_checkpoint = resumed
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |c| c.dir.display().to_string());
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let mut log = MetricsLog::open_at(&metrics_path, start_step)?;
     let mut cursor = DataCursor::new(objective.train_len(), run.seed, position);
     let mut progress = (!options.quiet).then(|| Progress::new(total_steps, start_step));
     let mut last_eval = None;
