@@ -103,6 +103,8 @@ pub enum InputKind {
     Pairwise,
     /// A ranking of n responses per prompt.
     Listwise,
+    /// One completion per row, labelled desirable or undesirable (KTO).
+    Unpaired,
 }
 
 impl std::fmt::Display for InputKind {
@@ -110,6 +112,7 @@ impl std::fmt::Display for InputKind {
         f.write_str(match self {
             InputKind::Pairwise => "pairwise",
             InputKind::Listwise => "listwise",
+            InputKind::Unpaired => "unpaired",
         })
     }
 }

@@ -409,3 +409,52 @@ pub fn unlikelihood<B: Backend>(
         metrics: pair_metrics(chosen, rejected, inputs),
     })
 }
+
+/// Metric name of ORPO's NLL term (TRL's `nll_loss`).
+pub const NLL_LOSS: &str = "nll_loss";
+/// Metric name of ORPO's mean `log sigma(log odds ratio)` (TRL's `log_odds_ratio`).
+pub const LOG_ODDS_RATIO: &str = "log_odds_ratio";
+/// Metric name of ORPO's mean log odds ratio (TRL's `log_odds_chosen`).
+pub const LOG_ODDS_CHOSEN: &str = "log_odds_chosen";
+
+/// ORPO (Hong et al. 2024; TRL's `ORPOTrainer`), reference-free, SFT and alignment in one stage:
+/// `NLL - beta mean[ log sigma(log_odds) ]`, where `NLL = -sum logp_w / sum |y_w|` is the
+/// token-mean negative log-likelihood of every chosen token in the batch and, with the
+/// per-token averages `s = logp / |y|`,
+/// `log_odds = (s_w - s_l) - (log(1 - exp(s_w)) - log(1 - exp(s_l)))`.
+///
+/// Metrics as TRL logs them: `rewards/*` are `beta s` (per-token averages, not sums), `logps/*`
+/// the per-token averages, plus `nll_loss`, `log_odds_ratio` (the mean log-sigmoid) and
+/// `log_odds_chosen` (the mean log odds). `beta > 0`.
+pub fn orpo<B: Backend>(inputs: &PairwiseInputs<B>, beta: f64) -> Result<LossOutput<B>, LossError> {
+    const LOSS: &str = "orpo";
+    check_beta(LOSS, beta)?;
+    inputs.check(LOSS)?;
+    let (chosen, rejected) = inputs.per_token_logps();
+    let nll = inputs.policy_chosen_logps.clone().sum().neg()
+        / inputs.chosen_lengths.clone().clamp_min(1.0).sum();
+    let log_odds = (chosen.clone() - rejected.clone())
+        - (log1m_exp(chosen.clone()) - log1m_exp(rejected.clone()));
+    let ratio = activation::log_sigmoid(log_odds.clone());
+    let loss = nll.clone() - ratio.clone().mean().mul_scalar(beta);
+    let mut metrics = pair_metrics(
+        chosen.clone().detach().mul_scalar(beta),
+        rejected.clone().detach().mul_scalar(beta),
+        inputs,
+    );
+    // TRL's ORPO logs the per-token averages under `logps/*`.
+    let mut renamed = Metrics::new();
+    for (name, value) in metrics.iter() {
+        let value = match name {
+            names::LOGPS_CHOSEN => chosen.clone().detach().mean(),
+            names::LOGPS_REJECTED => rejected.clone().detach().mean(),
+            _ => value.clone(),
+        };
+        renamed.push(name, value);
+    }
+    metrics = renamed;
+    metrics.push(NLL_LOSS, nll.detach());
+    metrics.push(LOG_ODDS_RATIO, ratio.detach().mean());
+    metrics.push(LOG_ODDS_CHOSEN, log_odds.detach().mean());
+    Ok(LossOutput { loss, metrics })
+}

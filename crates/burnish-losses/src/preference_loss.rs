@@ -118,6 +118,12 @@ pub enum PreferenceLoss {
         #[serde(default = "default_true")]
         normalize_by_length: bool,
     },
+    /// ORPO, reference-free SFT + odds-ratio preference term: [`pairwise::orpo`].
+    Orpo {
+        /// Weight of the odds-ratio term (TRL's `beta`, the paper's lambda); > 0, default 0.1.
+        #[serde(default = "default_beta")]
+        beta: f64,
+    },
     /// PRO, listwise: [`listwise::pro`].
     Pro {
         /// Weight of the SFT term on the best response; >= 0, default 0.
@@ -155,6 +161,7 @@ impl PreferenceLoss {
             PreferenceLoss::Simpo { .. } => "simpo",
             PreferenceLoss::Sft { .. } => "sft",
             PreferenceLoss::Unlikelihood { .. } => "unlikelihood",
+            PreferenceLoss::Orpo { .. } => "orpo",
             PreferenceLoss::Pro { .. } => "pro",
             PreferenceLoss::PlackettLuce { .. } => "plackett_luce",
         }
@@ -178,6 +185,7 @@ impl PreferenceLoss {
             }
             PreferenceLoss::Ipo { beta, .. }
             | PreferenceLoss::Hinge { beta }
+            | PreferenceLoss::Orpo { beta }
             | PreferenceLoss::PlackettLuce { beta } => check_beta(loss, beta),
             PreferenceLoss::Rdpo { beta, alpha } => {
                 check_beta(loss, beta)?;
@@ -208,6 +216,7 @@ impl PreferenceLoss {
             PreferenceLoss::Simpo { .. }
             | PreferenceLoss::Sft { .. }
             | PreferenceLoss::Unlikelihood { .. }
+            | PreferenceLoss::Orpo { .. }
             | PreferenceLoss::Pro { .. } => false,
         }
     }
@@ -253,6 +262,7 @@ impl PreferenceLoss {
                 alpha,
                 normalize_by_length,
             } => pairwise::unlikelihood(inputs, alpha, normalize_by_length),
+            PreferenceLoss::Orpo { beta } => pairwise::orpo(inputs, beta),
             PreferenceLoss::Pro { .. } | PreferenceLoss::PlackettLuce { .. } => {
                 let loss = self.name();
                 inputs.check(loss)?;
