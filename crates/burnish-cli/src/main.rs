@@ -33,7 +33,7 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Print a data set's schema, row count, length percentiles and sample rows.
     Inspect(inspect::InspectArgs),
-    /// Train: `train sft|dpo|reward|ppo --config FILE [--set key=value]... [--resume]`.
+    /// Train: `train sft|dpo|kto|reward|ppo --config FILE [--set key=value]... [--resume]`.
     Train(train::TrainArgs),
     /// Cache a reference model's log-probs in a pairwise Parquet file (ref_chosen_logp /
     /// ref_rejected_logp), so DPO training holds one model.

@@ -1,7 +1,9 @@
-//! `burnish precompute-ref`: cache a reference model's log-probs in a pairwise Parquet file.
+//! `burnish precompute-ref`: cache a reference model's log-probs in a pairwise or listwise
+//! Parquet file.
 //!
-//! Writes a copy of the input with `ref_chosen_logp` / `ref_rejected_logp` added (the other
-//! columns kept), so a DPO run on it holds one model instead of two. Use the training run's
+//! Writes a copy of the input with `ref_chosen_logp` / `ref_rejected_logp` added (listwise files:
+//! `ref_logps`, one per response; the other columns kept), so a DPO or Plackett-Luce run on it
+//! holds one model instead of two. Use the training run's
 //! `--max-length` / `--max-prompt-length`: the cached values are for the truncated sequences.
 
 use std::path::PathBuf;
@@ -16,13 +18,14 @@ pub struct PrecomputeRefArgs {
     /// The reference model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// Pairwise Parquet file (`prompt`, `chosen`, `rejected`).
+    /// Pairwise (`prompt`, `chosen`, `rejected`) or listwise (`prompt`, `responses`, `ranks` or
+    /// `scores`) Parquet file.
     #[arg(long)]
     pub input: PathBuf,
     /// The Parquet file to write.
     #[arg(long)]
     pub output: PathBuf,
-    /// Pairs per forward pass.
+    /// Pairs (or rankings) per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Maximum prompt + completion tokens (as in training).

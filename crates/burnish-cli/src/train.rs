@@ -1,4 +1,4 @@
-//! `burnish train sft|dpo|reward|ppo`: one training run described by a TOML config.
+//! `burnish train sft|dpo|kto|reward|ppo`: one training run described by a TOML config.
 //!
 //! The run itself is `burnish::train::pipeline` (the same entry points the examples call); this
 //! file reads the config with its `--set` overrides, picks the backend and prints a summary:
@@ -10,7 +10,7 @@ use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
 use burnish::model::ModelAutodiffBackend;
 use burnish::ppo::pipeline::{PpoSummary, run_ppo};
 use burnish::train::config::TrainingConfig;
-use burnish::train::pipeline::{DataReport, RunSummary, run_dpo, run_reward, run_sft};
+use burnish::train::pipeline::{DataReport, RunSummary, run_dpo, run_kto, run_reward, run_sft};
 use burnish::train::trainer::RunOptions;
 
 /// What to train.
@@ -18,9 +18,13 @@ use burnish::train::trainer::RunOptions;
 pub enum Kind {
     /// Supervised fine-tuning on `prompt` / `completion` rows.
     Sft,
-    /// DPO or any pairwise preference loss (`[loss] loss_type`) on `prompt` / `chosen` / `rejected`.
+    /// DPO or any pairwise preference loss (`[loss] loss_type`, ORPO included) on `prompt` /
+    /// `chosen` / `rejected`; a listwise loss (`pro`, `plackett_luce`) on `responses` + `ranks`
+    /// or `scores`.
     Dpo,
-    /// A Bradley-Terry reward model on pairs.
+    /// KTO (or `apo_zero_unpaired`) on unpaired feedback: `prompt` / `completion` / `label`.
+    Kto,
+    /// A Bradley-Terry reward model on pairs, K-wise on rankings.
     Reward,
     /// On-policy training (PPO, RLOO or GRPO, `[ppo] advantage`) on `prompt` rows against a
     /// reward model or VADER, with a KL penalty to the reference.
@@ -30,7 +34,7 @@ pub enum Kind {
 /// Arguments of `burnish train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// sft, dpo, reward or ppo.
+    /// sft, dpo, kto, reward or ppo.
     #[arg(value_enum)]
     pub kind: Kind,
     /// The run's TOML config ([model], [data], [optimizer], [schedule], [train], [loss], [ppo]).
@@ -64,6 +68,7 @@ impl TrainJob for Training {
         let summary: RunSummary<B> = match self.kind {
             Kind::Sft => run_sft(config, options, &device)?,
             Kind::Dpo => run_dpo(config, options, &device)?,
+            Kind::Kto => run_kto(config, options, &device)?,
             Kind::Reward => run_reward(config, options, &device)?,
             Kind::Ppo => {
                 print_ppo_summary(&run_ppo::<B>(config, options, &device)?);

@@ -133,6 +133,12 @@ pub struct DataSection {
     pub max_length: usize,
     /// Maximum prompt tokens (the prompt is cut first).
     pub max_prompt_length: usize,
+    /// The split of a Hugging Face `datasets` folder with several (`train`, `test`, ...);
+    /// `None` takes `train`.
+    pub split: Option<String>,
+    /// Column mapping for files whose columns differ from TRL's names: TRL name -> the file's
+    /// column, e.g. `columns = { prompt = "question", chosen = "response_j" }`.
+    pub columns: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for DataSection {
@@ -145,6 +151,8 @@ impl Default for DataSection {
             eval_fraction: 0.05,
             max_length: 512,
             max_prompt_length: 256,
+            split: None,
+            columns: Default::default(),
         }
     }
 }

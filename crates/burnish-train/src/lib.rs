@@ -3,7 +3,8 @@
 //! Configuration ([`config`]), learning-rate schedule ([`schedule`]), the seeded data order
 //! ([`data_order`]), checkpoints that resume exactly ([`checkpoint`]), metrics as JSON lines
 //! ([`metrics_log`]), progress reporting ([`progress`]) and SVG plots ([`plot`]); [`pipeline`]
-//! holds the high-level entry points (`run_dpo`, `run_sft`, `run_reward`, `precompute_reference_file`).
+//! holds the high-level entry points (`run_dpo`, `run_sft`, `run_reward`, `run_kto`,
+//! `precompute_reference_file`); [`objectives`] and [`unpaired`] the objectives they train.
 
 pub mod batch;
 pub mod checkpoint;
@@ -17,3 +18,4 @@ pub mod plot;
 pub mod progress;
 pub mod schedule;
 pub mod trainer;
+pub mod unpaired;

@@ -10,10 +10,12 @@
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Bool, ElementConversion, Int, Tensor, TensorData};
 use burnish_data::{
-    Collator, PackedPairBatch, Ranking, TokenizedList, TokenizedPair, TokenizedPromptCompletion,
+    Collator, ListBatch, PackedPairBatch, Ranking, TokenizedList, TokenizedPair,
+    TokenizedPromptCompletion,
 };
 use burnish_losses::{
-    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardLoss, RewardPairInputs, ranks_from_scores,
+    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardListInputs, RewardLoss,
+    RewardPairInputs, ranks_from_scores,
 };
 use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, ScoredTokens, split_pair};
 
@@ -309,9 +311,103 @@ fn ranks_of(ranking: &Ranking) -> Result<Vec<usize>, TrainError> {
     }
 }
 
+/// Where each `[prompt, slot]` of a `[prompts, width]` layout of a list batch's responses is in
+/// the flat order of its sequences; padding slots repeat the prompt's first response and are
+/// masked by the listwise losses (each ranking is only as long as its prompt's responses).
+struct ListLayout<B: burn::tensor::backend::Backend> {
+    index: Tensor<B, 1, Int>,
+    lengths: Vec<f32>,
+    prompts: usize,
+    width: usize,
+}
+
+impl<B: burn::tensor::backend::Backend> ListLayout<B> {
+    fn new(batch: &ListBatch, device: &B::Device) -> Self {
+        let prompts = batch.rankings.len();
+        let width = (0..prompts)
+            .map(|p| batch.offsets[p + 1] - batch.offsets[p])
+            .max()
+            .unwrap_or(0);
+        let mut index = Vec::with_capacity(prompts * width);
+        let mut lengths = Vec::with_capacity(prompts * width);
+        for p in 0..prompts {
+            let (start, end) = (batch.offsets[p], batch.offsets[p + 1]);
+            for k in 0..width {
+                let i = if start + k < end { start + k } else { start };
+                index.push(i as i64);
+                lengths.push(batch.sequences.completion_lengths[i] as f32);
+            }
+        }
+        let index = Tensor::from_data(TensorData::new(index, [prompts * width]), device);
+        ListLayout {
+            index,
+            lengths,
+            prompts,
+            width,
+        }
+    }
+
+    /// A `[responses]` vector in the batch's flat order as `[prompts, width]`.
+    fn apply(&self, flat: Tensor<B, 1>) -> Tensor<B, 2> {
+        flat.select(0, self.index.clone())
+            .reshape([self.prompts, self.width])
+    }
+
+    /// Completion token counts as `[prompts, width]`.
+    fn lengths(&self, device: &B::Device) -> Tensor<B, 2> {
+        vector::<B>(&self.lengths, device).reshape([self.prompts, self.width])
+    }
+}
+
+/// The rankings of a list batch as ranks (0 = best).
+fn batch_ranks(batch: &ListBatch) -> Result<Vec<Vec<usize>>, TrainError> {
+    batch.rankings.iter().map(ranks_of).collect()
+}
+
+/// Fills `ref_logps` of every listwise row with the reference model's summed completion
+/// log-probs of each response, `batch_size` rows per forward pass (all their responses together).
+pub fn precompute_list_reference<B: ModelBackend>(
+    reference: &CausalLm<B>,
+    rows: &mut [TokenizedList],
+    collator: &Collator,
+    batch_size: usize,
+    device: &B::Device,
+    mut progress: Option<&mut Progress>,
+) -> Result<(), TrainError> {
+    let mut done = 0;
+    for chunk in rows.chunks_mut(batch_size.max(1)) {
+        let batch = collator.collate_lists(chunk);
+        let tokens = TokenTensors::<B>::from_sequences(&batch.sequences, device);
+        let scored = reference.completion_logps(
+            tokens.input_ids,
+            tokens.attention_mask,
+            tokens.completion_mask,
+        );
+        let logps = scored
+            .logps
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| TrainError::Other(format!("reading log-probs back: {e:?}")))?;
+        for (p, row) in chunk.iter_mut().enumerate() {
+            row.ref_logps = Some(logps[batch.offsets[p]..batch.offsets[p + 1]].to_vec());
+        }
+        done += chunk.len() as u64;
+        if let Some(progress) = progress.as_mut() {
+            progress.advance(done, "reference log-probs (rankings)");
+        }
+    }
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    Ok(())
+}
+
 /// Listwise preference optimisation (PRO, Plackett-Luce DPO) on prompts with several ranked
 /// responses. All responses of a batch run in one forward pass; their summed log-probs are laid
-/// out as `[prompts, max_responses]` for the loss (the loss masks each prompt's padding).
+/// out as `[prompts, max_responses]` for the loss (the loss masks each prompt's padding). The
+/// reference log-probs come from the rows when precomputed ([`precompute_list_reference`]),
+/// else from a reference model run alongside.
 pub struct ListwiseObjective<B: AutodiffBackend> {
     /// Training rows.
     pub train: Vec<TokenizedList>,
@@ -321,7 +417,7 @@ pub struct ListwiseObjective<B: AutodiffBackend> {
     pub collator: Collator,
     /// A listwise loss (`pro`, `plackett_luce`).
     pub loss: PreferenceLoss,
-    /// The frozen reference, for losses that need one.
+    /// The frozen reference, for losses that need one and rows without precomputed log-probs.
     pub reference: Option<CausalLm<B::InnerBackend>>,
     /// Where batches go.
     pub device: B::Device,
@@ -341,56 +437,83 @@ impl<B: ModelAutodiffBackend> BatchObjective<B> for ListwiseObjective<B> {
     ) -> Result<BatchLoss<B>, TrainError> {
         let batch = self.collator.collate_lists(rows);
         let tokens = TokenTensors::<B>::from_sequences(&batch.sequences, &self.device);
-        let prompts = rows.len();
-        let width = rows.iter().map(|r| r.response_ids.len()).max().unwrap_or(0);
-        // Index of each [prompt, slot] in the flat list of responses; padding slots repeat the
-        // prompt's first response and are masked by the loss.
-        let mut index = Vec::with_capacity(prompts * width);
-        let mut lengths = Vec::with_capacity(prompts * width);
-        for p in 0..prompts {
-            let (start, end) = (batch.offsets[p], batch.offsets[p + 1]);
-            for k in 0..width {
-                let i = if start + k < end { start + k } else { start };
-                index.push(i as i64);
-                lengths.push(batch.sequences.completion_lengths[i] as f32);
-            }
-        }
-        let index = Tensor::<B, 1, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(index, [prompts * width]),
-            &self.device,
-        );
-        let lay_out = |flat: Tensor<B, 1>| flat.select(0, index.clone()).reshape([prompts, width]);
+        let layout = ListLayout::<B>::new(&batch, &self.device);
         let policy = model.completion_logps(
             tokens.input_ids.clone(),
             tokens.attention_mask.clone(),
             tokens.completion_mask.clone(),
         );
-        let ranks = batch
-            .rankings
-            .iter()
-            .map(ranks_of)
-            .collect::<Result<Vec<_>, _>>()?;
         let mut inputs = ListwiseInputs::new(
-            lay_out(policy.logps),
-            vector::<B>(&lengths, &self.device).reshape([prompts, width]),
-            ranks,
+            layout.apply(policy.logps),
+            layout.lengths(&self.device),
+            batch_ranks(&batch)?,
         );
         if self.loss.needs_reference() {
-            let reference = self.reference.as_ref().ok_or_else(|| {
-                TrainError::Other(format!(
-                    "loss `{}` needs a reference model",
-                    self.loss.name()
-                ))
-            })?;
-            let inner =
-                TokenTensors::<B::InnerBackend>::from_sequences(&batch.sequences, &self.device);
-            let scored = reference.completion_logps(
-                inner.input_ids,
-                inner.attention_mask,
-                inner.completion_mask,
-            );
-            inputs = inputs.with_reference(lay_out(Tensor::from_inner(scored.logps)));
+            let reference = match (&batch.ref_logps, &self.reference) {
+                (Some(cached), _) => vector::<B>(cached, &self.device),
+                (None, Some(reference)) => {
+                    let inner = TokenTensors::<B::InnerBackend>::from_sequences(
+                        &batch.sequences,
+                        &self.device,
+                    );
+                    let scored = reference.completion_logps(
+                        inner.input_ids,
+                        inner.attention_mask,
+                        inner.completion_mask,
+                    );
+                    Tensor::from_inner(scored.logps)
+                }
+                (None, None) => {
+                    return Err(TrainError::Other(format!(
+                        "loss `{}` needs reference log-probs: give a reference model or precompute them (`burnish precompute-ref`)",
+                        self.loss.name()
+                    )));
+                }
+            };
+            inputs = inputs.with_reference(layout.apply(reference));
         }
+        let output = self.loss.listwise(&inputs)?;
+        Ok(BatchLoss {
+            metrics: output.metrics_f64(),
+            loss: output.loss,
+            tokens: tokens.real_tokens,
+        })
+    }
+}
+
+/// A K-wise Bradley-Terry reward model on rankings (InstructGPT: every ordered pair of a
+/// ranking, ties giving none), all responses of a batch in one forward pass; the model needs a
+/// reward head. `accuracy` is the fraction of ordered pairs ranked correctly.
+pub struct RewardListObjective<B: AutodiffBackend> {
+    /// Training rankings.
+    pub train: Vec<TokenizedList>,
+    /// Held-out rankings.
+    pub eval: Vec<TokenizedList>,
+    /// Padding policy.
+    pub collator: Collator,
+    /// The reward loss.
+    pub loss: RewardLoss,
+    /// Where batches go.
+    pub device: B::Device,
+}
+
+impl<B: ModelAutodiffBackend> BatchObjective<B> for RewardListObjective<B> {
+    type Row = TokenizedList;
+
+    fn splits(&self) -> (&[TokenizedList], &[TokenizedList]) {
+        (&self.train, &self.eval)
+    }
+
+    fn batch_loss(
+        &self,
+        model: &CausalLm<B>,
+        rows: &[TokenizedList],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        let batch = self.collator.collate_lists(rows);
+        let tokens = TokenTensors::<B>::from_sequences(&batch.sequences, &self.device);
+        let layout = ListLayout::<B>::new(&batch, &self.device);
+        let rewards = model.reward(tokens.input_ids, tokens.attention_mask);
+        let inputs = RewardListInputs::new(layout.apply(rewards), batch_ranks(&batch)?);
         let output = self.loss.listwise(&inputs)?;
         Ok(BatchLoss {
             metrics: output.metrics_f64(),

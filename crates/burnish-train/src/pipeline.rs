@@ -15,11 +15,12 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burnish_data::split::SplitKey;
 use burnish_data::{
-    Collator, DataError, EncodeError, Encoder, EncoderConfig, PairSchema, PairWriter,
+    Collator, DataError, EncodeError, Encoder, EncoderConfig, ListwiseRow, ListwiseSchema,
+    ListwiseWriter, PairSchema, PairWriter,
     PreferencePair, PromptCompletion, PromptRow, ReaderBuilder, RowReader, Split, Subset,
-    TokenizedPair, TokenizedPromptCompletion,
+    TokenizedList, TokenizedPair, TokenizedPromptCompletion, UnpairedRow,
 };
-use burnish_losses::{LossError, PreferenceLoss, RewardLoss};
+use burnish_losses::{InputKind, LossError, PreferenceLoss, RewardLoss, UnpairedLoss};
 use burnish_model::{
     CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, copy_tokenizer_files,
 };
@@ -29,7 +30,11 @@ use serde::de::DeserializeOwned;
 use crate::config::{ConfigError, TrainingConfig};
 use crate::metrics_log::{EvalRecord, Metrics};
 use crate::objectives::{
-    PreferenceObjective, RewardObjective, SftObjective, precompute_reference, reference_batch_size,
+    ListwiseObjective, PreferenceObjective, RewardListObjective, RewardObjective, SftObjective,
+    precompute_list_reference, precompute_reference, reference_batch_size,
+};
+use crate::unpaired::{
+    KtoObjective, TokenizedUnpaired, pair_mismatched, precompute_unpaired_reference,
 };
 use crate::progress::Progress;
 use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
@@ -247,6 +252,57 @@ pub fn load_prompt_completions(
     )
 }
 
+/// Reads, splits and tokenizes listwise rows (`prompt`, `responses`, `ranks` or `scores`), like
+/// [`load_pairs`].
+pub fn load_lists(
+    train: &Path,
+    eval: EvalSource<'_>,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<(Vec<TokenizedList>, Vec<TokenizedList>, DataReport), PipelineError> {
+    load_rows(
+        train,
+        eval,
+        rejects,
+        |p| ReaderBuilder::new().path(p).listwise(),
+        |rows: &[ListwiseRow]| encoder.encode_lists(rows),
+    )
+}
+
+/// Reads, splits and tokenizes unpaired rows (`prompt`, `completion`, `label`), like
+/// [`load_pairs`]; the mismatched completions of KTO's reference point are not assigned yet.
+pub fn load_unpaired(
+    train: &Path,
+    eval: EvalSource<'_>,
+    encoder: &Encoder,
+    rejects: &Path,
+) -> Result<(Vec<TokenizedUnpaired>, Vec<TokenizedUnpaired>, DataReport), PipelineError> {
+    load_rows(
+        train,
+        eval,
+        rejects,
+        |p| ReaderBuilder::new().path(p).unpaired(),
+        |rows: &[UnpairedRow]| {
+            let demonstrations: Vec<PromptCompletion> = rows
+                .iter()
+                .map(|r| PromptCompletion {
+                    id: r.id.clone(),
+                    prompt: r.prompt.clone(),
+                    completion: r.completion.clone(),
+                })
+                .collect();
+            encoder
+                .encode_prompt_completions(&demonstrations)
+                .into_iter()
+                .zip(rows)
+                .map(|(encoded, row)| {
+                    encoded.map(|t| TokenizedUnpaired::new(t.prompt_ids, t.completion_ids, row.label))
+                })
+                .collect()
+        },
+    )
+}
+
 /// One tokenized prompt.
 pub type TokenIds = Vec<u32>;
 
@@ -436,6 +492,10 @@ pub fn all_precomputed(pairs: &[TokenizedPair]) -> bool {
 /// `model.reference`, else a frozen copy of the starting policy, else none when every pair has
 /// precomputed `ref_*_logp` columns or the loss needs no reference. Reference log-probs are
 /// computed once before the first step, so training holds one model.
+///
+/// Listwise data (`responses` with `ranks` or `scores`) train a listwise loss (`pro`,
+/// `plackett_luce`) through [`run_listwise`]; a pairwise loss on listwise data is an error that
+/// says how to pair the rankings.
 pub fn run_dpo<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
     options: &RunOptions,
@@ -444,6 +504,16 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     let model_path = model_dir(config)?;
     let loss: PreferenceLoss = loss_from_table(&config.loss)?;
     loss.validate()?;
+    if is_listwise(&train_file(config)?)? {
+        if loss.input_kind() != InputKind::Listwise {
+            return Err(PipelineError::Invalid(format!(
+                "{}: the data are listwise (`responses` with `ranks` or `scores`) but loss `{}` is pairwise; use `loss_type = \"pro\"` or `\"plackett_luce\"`, or pair the rankings with `burnish convert --from ranking --pairing all-pairs`",
+                train_file(config)?.display(),
+                loss.name()
+            )));
+        }
+        return run_listwise(config, loss, options, device);
+    }
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
     let (mut train_pairs, mut eval_pairs, data) = load_pairs(
@@ -486,6 +556,121 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     finish_run(policy, &objective, config, options, data, device)
 }
 
+/// True when the data at `path` are listwise (a `responses` column).
+pub fn is_listwise(path: &Path) -> Result<bool, PipelineError> {
+    Ok(ReaderBuilder::new()
+        .path(path)
+        .column_names()?
+        .iter()
+        .any(|c| c == "responses"))
+}
+
+/// The reference a run trains against: `model.reference`, else the starting policy.
+fn reference_model<B: ModelAutodiffBackend>(
+    config: &TrainingConfig,
+    policy: &CausalLm<B>,
+    device: &B::Device,
+) -> Result<CausalLm<B::InnerBackend>, PipelineError> {
+    Ok(match &config.model.reference {
+        Some(dir) => CausalLm::from_pretrained(dir, device)?,
+        None => policy.valid(),
+    })
+}
+
+/// Listwise preference optimisation (PRO, Plackett-Luce DPO) on rankings; the reference's
+/// log-probs of every response are computed once before the first step unless every row has
+/// them (`ref_logps`, from `burnish precompute-ref`).
+pub fn run_listwise<B: ModelAutodiffBackend>(
+    config: &TrainingConfig,
+    loss: PreferenceLoss,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let encoder = run_encoder(config)?;
+    let out = &config.train.output_dir;
+    let (mut train_rows, mut eval_rows, data) = load_lists(
+        &train_file(config)?,
+        EvalSource::of(config),
+        &encoder,
+        &out.join("rejects.jsonl"),
+    )?;
+    let collator = collator_for(&encoder);
+    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
+    let cached = |rows: &[TokenizedList]| rows.iter().all(|r| r.ref_logps.is_some());
+    if loss.needs_reference() && !(cached(&train_rows) && cached(&eval_rows)) {
+        let reference = reference_model(config, &policy, device)?;
+        let n_train = train_rows.len();
+        train_rows.append(&mut eval_rows);
+        let mut progress = (!options.quiet).then(|| Progress::new(train_rows.len() as u64, 0));
+        precompute_list_reference(
+            &reference,
+            &mut train_rows,
+            &collator,
+            config.train.batch_size.max(1),
+            device,
+            progress.as_mut(),
+        )?;
+        eval_rows = train_rows.split_off(n_train);
+    }
+    let objective = ListwiseObjective::<B> {
+        train: train_rows,
+        eval: eval_rows,
+        collator,
+        loss,
+        reference: None,
+        device: device.clone(),
+    };
+    finish_run(policy, &objective, config, options, data, device)
+}
+
+/// KTO (or `apo_zero_unpaired`) on unpaired rows (`prompt`, `completion`, `label`): each row
+/// gets another row's completion for the KL reference point ([`pair_mismatched`]), and the
+/// reference (`model.reference`, else the starting policy) scores both once before the first step.
+pub fn run_kto<B: ModelAutodiffBackend>(
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<RunSummary<B>, PipelineError> {
+    let loss: UnpairedLoss = loss_from_table(&config.loss)?;
+    loss.validate()?;
+    let encoder = run_encoder(config)?;
+    let out = &config.train.output_dir;
+    let (mut train_rows, mut eval_rows, data) = load_unpaired(
+        &train_file(config)?,
+        EvalSource::of(config),
+        &encoder,
+        &out.join("rejects.jsonl"),
+    )?;
+    let max_length = encoder.config().max_length.unwrap_or(usize::MAX);
+    pair_mismatched(&mut train_rows, max_length);
+    pair_mismatched(&mut eval_rows, max_length);
+    let collator = collator_for(&encoder);
+    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
+    let reference = reference_model(config, &policy, device)?;
+    let n_train = train_rows.len();
+    train_rows.append(&mut eval_rows);
+    let mut progress = (!options.quiet).then(|| Progress::new(train_rows.len() as u64, 0));
+    precompute_unpaired_reference(
+        &reference,
+        &mut train_rows,
+        &collator,
+        reference_batch_size(config.train.batch_size),
+        loss.needs_kl(),
+        device,
+        progress.as_mut(),
+    )?;
+    drop(reference);
+    eval_rows = train_rows.split_off(n_train);
+    let objective = KtoObjective::<B> {
+        train: train_rows,
+        eval: eval_rows,
+        collator,
+        loss,
+        device: device.clone(),
+    };
+    finish_run(policy, &objective, config, options, data, device)
+}
+
 /// Supervised fine-tuning on `prompt` / `completion` rows (token-mean NLL of the completions).
 pub fn run_sft<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
@@ -511,8 +696,10 @@ pub fn run_sft<B: ModelAutodiffBackend>(
     finish_run(model, &objective, config, options, data, device)
 }
 
-/// A Bradley-Terry reward model on pairs: the model of `model.path` gets a fresh reward head
-/// (unless it has one); held-out accuracy is in the evaluations (`accuracy`).
+/// A Bradley-Terry reward model on pairs, or K-wise on rankings when the data are listwise
+/// (every ordered pair of a ranking, one forward pass per ranking): the model of `model.path`
+/// gets a fresh reward head (unless it has one); held-out accuracy is in the evaluations
+/// (`accuracy`).
 pub fn run_reward<B: ModelAutodiffBackend>(
     config: &TrainingConfig,
     options: &RunOptions,
@@ -523,22 +710,32 @@ pub fn run_reward<B: ModelAutodiffBackend>(
     loss.validate()?;
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
-    let (train_pairs, eval_pairs, data) = load_pairs(
-        &train_file(config)?,
-        EvalSource::of(config),
-        &encoder,
-        &out.join("rejects.jsonl"),
-    )?;
+    let train = train_file(config)?;
+    let rejects = out.join("rejects.jsonl");
+    let eval = EvalSource::of(config);
     // Seeded so that a resumed run builds the same head before loading the checkpoint.
     B::seed(device, config.train.seed);
     let mut model = CausalLm::<B>::from_pretrained(&model_path, device)?;
     if model.reward_head.is_none() {
         model = model.with_reward_head(device);
     }
+    let collator = collator_for(&encoder);
+    if is_listwise(&train)? {
+        let (train_rows, eval_rows, data) = load_lists(&train, eval, &encoder, &rejects)?;
+        let objective = RewardListObjective::<B> {
+            train: train_rows,
+            eval: eval_rows,
+            collator,
+            loss,
+            device: device.clone(),
+        };
+        return finish_run(model, &objective, config, options, data, device);
+    }
+    let (train_pairs, eval_pairs, data) = load_pairs(&train, eval, &encoder, &rejects)?;
     let objective = RewardObjective::<B> {
         train: train_pairs,
         eval: eval_pairs,
-        collator: collator_for(&encoder),
+        collator,
         loss,
         device: device.clone(),
     };
@@ -590,9 +787,80 @@ impl Default for PrecomputeOptions {
     }
 }
 
-/// Reads the pairs of `input`, computes the reference model's summed completion log-probs in
-/// batches and writes `output` with `ref_chosen_logp` / `ref_rejected_logp` added; `id`,
-/// `prompt`, `chosen`, `rejected` and `margin` are kept. Streams in chunks of rows.
+/// Reads the rows of `input` in chunks, tokenizes them, scores the ones that tokenize with
+/// `score`, copies the cached values into the rows with `attach` (`None` for a row that did not
+/// tokenize: its cache is cleared) and hands every row to `write`, in order. Rows that do not
+/// tokenize are counted and written to the rejects file; `read = written`.
+#[allow(clippy::too_many_arguments)]
+fn precompute_chunks<R, T>(
+    input: &Path,
+    output: &Path,
+    rows: RowReader<R>,
+    total: u64,
+    options: &PrecomputeOptions,
+    encode: impl Fn(&[R]) -> Vec<Result<T, EncodeError>>,
+    mut score: impl FnMut(&mut [T]) -> Result<(), PipelineError>,
+    attach: impl Fn(&mut R, Option<&T>),
+    mut write: impl FnMut(R) -> Result<(), PipelineError>,
+) -> Result<PrecomputeReport, PipelineError> {
+    let mut rejects = Rejects::new(burnish_data::convert::default_rejects_path(output));
+    let mut report = PrecomputeReport::default();
+    let mut reader = rows;
+    let chunk_rows = options.batch_size.max(1) * 32;
+    let mut progress = options.progress.then(|| Progress::new(total, 0));
+    loop {
+        let mut chunk: Vec<R> = reader.by_ref().take(chunk_rows).collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let (mut ok, mut slots) = (Vec::new(), Vec::new());
+        for (i, e) in encode(&chunk).into_iter().enumerate() {
+            match e {
+                Ok(t) => {
+                    ok.push(t);
+                    slots.push(i);
+                }
+                Err(err) => {
+                    report.rejected += 1;
+                    rejects.write(input, report.read as usize + i, &err.to_string())?;
+                }
+            }
+        }
+        score(&mut ok)?;
+        let mut scored = ok.iter().zip(&slots).peekable();
+        for (i, row) in chunk.iter_mut().enumerate() {
+            match scored.peek() {
+                Some((t, &slot)) if slot == i => {
+                    attach(row, Some(t));
+                    scored.next();
+                }
+                _ => attach(row, None),
+            }
+        }
+        report.read += chunk.len() as u64;
+        report.scored += ok.len() as u64;
+        if let Some(progress) = progress.as_mut() {
+            progress.advance(report.read, "reference log-probs (rows)");
+        }
+        for row in chunk {
+            write(row)?;
+            report.written += 1;
+        }
+    }
+    if report.read == 0 {
+        return Err(PipelineError::Invalid(format!(
+            "{}: no rows to score",
+            input.display()
+        )));
+    }
+    report.rejects_path = rejects.finish()?;
+    Ok(report)
+}
+
+/// Reads the rows of `input`, computes the reference model's summed completion log-probs in
+/// batches and writes `output` with them added, the other columns kept, streaming in chunks of
+/// rows. Pairwise files get `ref_chosen_logp` / `ref_rejected_logp`; listwise files (a
+/// `responses` column) get `ref_logps`, one per response.
 pub fn precompute_reference_file<B: ModelBackend>(
     model_dir: &Path,
     input: &Path,
@@ -608,74 +876,74 @@ pub fn precompute_reference_file<B: ModelBackend>(
     )?;
     let collator = collator_for(&encoder);
     let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
-    let (schema, rows) = burnish_data::reader::parquet_schema(input)?;
+    let (schema, total) = burnish_data::reader::parquet_schema(input)?;
     let has = |name: &str| schema.column_with_name(name).is_some();
-    let (has_id, has_margin) = (has("id"), has("margin"));
-    let mut rejects = Rejects::new(burnish_data::convert::default_rejects_path(output));
-    let mut report = PrecomputeReport::default();
+    let batch = options.batch_size;
+    if has("responses") {
+        let mut writer: Option<ListwiseWriter> = None;
+        let report = precompute_chunks(
+            input,
+            output,
+            ReaderBuilder::new().path(input).listwise()?,
+            total,
+            options,
+            |rows: &[ListwiseRow]| encoder.encode_lists(rows),
+            |rows: &mut [TokenizedList]| {
+                precompute_list_reference(&model, rows, &collator, batch, device, None)
+                    .map_err(PipelineError::from)
+            },
+            |row, t| row.ref_logps = t.and_then(|t| t.ref_logps.clone()),
+            |row| {
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => {
+                        let mut schema = ListwiseSchema::of(&row);
+                        schema.id = has("id");
+                        schema.ref_logps = true;
+                        writer.insert(ListwiseWriter::create(output, schema)?)
+                    }
+                };
+                Ok(w.write(row)?)
+            },
+        )?;
+        if let Some(w) = writer {
+            w.finish()?;
+        }
+        return Ok(report);
+    }
     let mut writer: Option<PairWriter> = None;
-    let mut reader = ReaderBuilder::new().path(input).pairs()?;
-    let chunk_rows = options.batch_size.max(1) * 32;
-    let mut progress = options.progress.then(|| Progress::new(rows, 0));
-    loop {
-        let chunk: Vec<PreferencePair> =
-            reader.by_ref().take(chunk_rows).collect::<Result<_, _>>()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let encoded = encoder.encode_pairs(&chunk);
-        let (mut ok, mut slots) = (Vec::new(), Vec::new());
-        for (i, e) in encoded.into_iter().enumerate() {
-            match e {
-                Ok(t) => {
-                    ok.push(t);
-                    slots.push(i);
-                }
-                Err(err) => {
-                    report.rejected += 1;
-                    rejects.write(input, report.read as usize + i, &err.to_string())?;
-                }
-            }
-        }
-        precompute_reference(&model, &mut ok, &collator, options.batch_size, device, None);
-        let mut chunk = chunk;
-        for pair in chunk.iter_mut() {
-            pair.ref_chosen_logp = None;
-            pair.ref_rejected_logp = None;
-        }
-        for (t, i) in ok.iter().zip(&slots) {
-            chunk[*i].ref_chosen_logp = t.ref_chosen_logp;
-            chunk[*i].ref_rejected_logp = t.ref_rejected_logp;
-        }
-        report.read += chunk.len() as u64;
-        report.scored += ok.len() as u64;
-        if let Some(progress) = progress.as_mut() {
-            progress.advance(report.read, "reference log-probs (rows)");
-        }
-        for pair in chunk {
+    let report = precompute_chunks(
+        input,
+        output,
+        ReaderBuilder::new().path(input).pairs()?,
+        total,
+        options,
+        |rows: &[PreferencePair]| encoder.encode_pairs(rows),
+        |pairs: &mut [TokenizedPair]| {
+            precompute_reference(&model, pairs, &collator, batch, device, None);
+            Ok(())
+        },
+        |pair, t| {
+            pair.ref_chosen_logp = t.and_then(|t| t.ref_chosen_logp);
+            pair.ref_rejected_logp = t.and_then(|t| t.ref_rejected_logp);
+        },
+        |pair| {
             let w = match writer.as_mut() {
                 Some(w) => w,
                 None => {
                     let mut schema = PairSchema::of(&pair);
-                    schema.id = has_id;
-                    schema.margin = has_margin;
+                    schema.id = has("id");
+                    schema.margin = has("margin");
                     schema.ref_logps = true;
                     writer.insert(PairWriter::create(output, schema)?)
                 }
             };
-            w.write(pair)?;
-        }
+            Ok(w.write(pair)?)
+        },
+    )?;
+    if let Some(w) = writer {
+        w.finish()?;
     }
-    report.written = match writer {
-        Some(w) => w.finish()?,
-        None => {
-            return Err(PipelineError::Invalid(format!(
-                "{}: no rows to score",
-                input.display()
-            )));
-        }
-    };
-    report.rejects_path = rejects.finish()?;
     Ok(report)
 }
 

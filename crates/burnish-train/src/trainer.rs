@@ -103,20 +103,31 @@ pub struct RunOptions {
     pub quiet: bool,
 }
 
-fn mean_metrics(sums: &[(String, f64)], count: f64) -> Metrics {
-    let mut metrics = Metrics::new();
-    for (name, value) in sums {
-        metrics.insert(name.clone(), value / count);
-    }
-    metrics
-}
+/// Weighted sums of named metrics over micro-batches. Each metric is averaged over the batches
+/// that report it: a KTO batch with no undesirable row has no `rewards/rejected`, and must not
+/// pull that metric's mean towards 0.
+#[derive(Default)]
+struct MetricSums(Vec<(String, f64, f64)>);
 
-fn add_metrics(sums: &mut Vec<(String, f64)>, metrics: &[(String, f64)], weight: f64) {
-    for (name, value) in metrics {
-        match sums.iter_mut().find(|(n, _)| n == name) {
-            Some((_, sum)) => *sum += value * weight,
-            None => sums.push((name.clone(), value * weight)),
+impl MetricSums {
+    fn add(&mut self, metrics: &[(String, f64)], weight: f64) {
+        for (name, value) in metrics {
+            match self.0.iter_mut().find(|(n, _, _)| n == name) {
+                Some((_, sum, weights)) => {
+                    *sum += value * weight;
+                    *weights += weight;
+                }
+                None => self.0.push((name.clone(), value * weight, weight)),
+            }
         }
+    }
+
+    fn mean(&self) -> Metrics {
+        let mut metrics = Metrics::new();
+        for (name, sum, weights) in &self.0 {
+            metrics.insert(name.clone(), sum / weights);
+        }
+        metrics
     }
 }
 
@@ -134,18 +145,18 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
     if n == 0 {
         return Ok(None);
     }
-    let (mut loss_sum, mut sums) = (0.0, Vec::new());
+    let (mut loss_sum, mut sums) = (0.0, MetricSums::default());
     for start in (0..n).step_by(batch_size.max(1)) {
         let indices: Vec<usize> = (start..(start + batch_size).min(n)).collect();
         let weight = indices.len() as f64;
         let batch = objective.eval_loss(model, &indices)?;
         loss_sum += scalar(&batch.loss) * weight;
-        add_metrics(&mut sums, &batch.metrics, weight);
+        sums.add(&batch.metrics, weight);
     }
     Ok(Some((
         loss_sum / n as f64,
         n as u64,
-        mean_metrics(&sums, n as f64),
+        sums.mean(),
     )))
 }
 
@@ -186,7 +197,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         let started = Instant::now();
         let lr = schedule.lr(step - 1);
         let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
-        let (mut loss_sum, mut sums, mut tokens) = (0.0, Vec::new(), 0usize);
+        let (mut loss_sum, mut sums, mut tokens) = (0.0, MetricSums::default(), 0usize);
         let micro_batches: Vec<Vec<usize>> = (0..run.grad_accumulation.max(1))
             .map(|_| cursor.next_batch(run.batch_size))
             .collect();
@@ -205,7 +216,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
                 });
             }
             loss_sum += value * weight;
-            add_metrics(&mut sums, &batch.metrics, weight);
+            sums.add(&batch.metrics, weight);
             tokens += batch.tokens;
             let grads = (batch.loss * weight).backward();
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
@@ -228,7 +239,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             lr,
             grad_norm,
             tokens_per_sec: tokens as f64 / seconds.max(1e-9),
-            metrics: mean_metrics(&sums, 1.0),
+            metrics: sums.mean(),
         };
         if let Some(progress) = progress.as_mut() {
             let margin = record.metrics.get("rewards/margins");

@@ -352,3 +352,147 @@ fn plackett_luce_dpo_improves_held_out_ranking() {
         "held-out ranking accuracy {accuracy} (chance is 0.5)"
     );
 }
+
+/// The pairs above as unpaired rows: each pair gives a desirable row (the chosen completion) and
+/// an undesirable one (the rejected completion), with mismatched completions assigned.
+fn unpaired(n: usize, seed: u32) -> Vec<burnish_train::unpaired::TokenizedUnpaired> {
+    use burnish_train::unpaired::{TokenizedUnpaired, pair_mismatched};
+    let mut rows: Vec<TokenizedUnpaired> = pairs(n, seed)
+        .into_iter()
+        .flat_map(|p| {
+            [
+                TokenizedUnpaired::new(p.prompt_ids.clone(), p.chosen_ids, true),
+                TokenizedUnpaired::new(p.prompt_ids, p.rejected_ids, false),
+            ]
+        })
+        .collect();
+    pair_mismatched(&mut rows, 64);
+    rows
+}
+
+#[test]
+fn mismatched_completions_come_from_the_next_row_and_fit() {
+    use burnish_train::unpaired::{TokenizedUnpaired, pair_mismatched};
+    let mut rows = vec![
+        TokenizedUnpaired::new(vec![1, 2, 3], vec![10, 11], true),
+        TokenizedUnpaired::new(vec![4], vec![20, 21, 22, 23], false),
+        TokenizedUnpaired::new(vec![5, 6], vec![30], true),
+    ];
+    pair_mismatched(&mut rows, 5);
+    // Row 0 gets row 1's completion cut to 5 - 3 tokens; the last row wraps to the first.
+    assert_eq!(rows[0].kl_completion_ids, vec![20, 21]);
+    assert_eq!(rows[1].kl_completion_ids, vec![30]);
+    assert_eq!(rows[2].kl_completion_ids, vec![10, 11]);
+    let mut lone = vec![TokenizedUnpaired::new(vec![1], vec![7, 8], true)];
+    pair_mismatched(&mut lone, 8);
+    assert_eq!(lone[0].kl_completion_ids, vec![7, 8]);
+}
+
+#[test]
+fn kto_improves_the_held_out_objective() {
+    use burnish_losses::UnpairedLoss;
+    use burnish_train::unpaired::{KtoObjective, precompute_unpaired_reference};
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let collator = Collator::new(0);
+    let (mut train_rows, mut eval_rows) = (unpaired(32, 0), unpaired(8, 1000));
+    for rows in [&mut train_rows, &mut eval_rows] {
+        precompute_unpaired_reference(&start.valid(), rows, &collator, 16, true, &device(), None)
+            .unwrap();
+    }
+    let objective = KtoObjective::<B> {
+        train: train_rows,
+        eval: eval_rows,
+        collator,
+        loss: UnpairedLoss::default(),
+        device: device(),
+    };
+    let before = burnish_train::trainer::evaluate(&start, &objective, 8)
+        .unwrap()
+        .unwrap();
+    // At the start the policy is the reference: every implicit reward and the KL are 0.
+    assert!(before.2.get("rewards/chosen").unwrap().abs() < 1e-5);
+    assert!(before.2.get("kl").unwrap().abs() < 1e-5);
+    assert!((before.0 - 0.5).abs() < 1e-5, "1 - sigma(0) = 0.5, got {}", before.0);
+    let mut cfg = config(tmp.path(), 40);
+    cfg.train.checkpoint_every = 0;
+    let trained = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
+    let after = burnish_train::trainer::evaluate(&trained.model, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let (chosen, rejected) = (
+        after.2.get("rewards/chosen").unwrap(),
+        after.2.get("rewards/rejected").unwrap(),
+    );
+    println!(
+        "held-out KTO loss {:.4} -> {:.4}, rewards chosen {chosen:.3} rejected {rejected:.3}, kl {:.3}",
+        before.0,
+        after.0,
+        after.2.get("kl").unwrap()
+    );
+    assert!(after.0 < before.0 - 0.05, "held-out loss {} -> {}", before.0, after.0);
+    assert!(chosen > rejected + 0.1, "chosen {chosen} vs rejected {rejected}");
+}
+
+#[test]
+fn orpo_trains_without_a_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let mut objective = objective(pairs(64, 0), None);
+    objective.loss = PreferenceLoss::Orpo { beta: 0.5 };
+    let before = burnish_train::trainer::evaluate(&start, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let mut cfg = config(tmp.path(), 40);
+    cfg.train.checkpoint_every = 0;
+    let trained = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
+    let after = burnish_train::trainer::evaluate(&trained.model, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let (nll_before, nll_after) = (
+        before.2.get("nll_loss").unwrap(),
+        after.2.get("nll_loss").unwrap(),
+    );
+    let (odds_before, odds_after) = (
+        before.2.get("log_odds_chosen").unwrap(),
+        after.2.get("log_odds_chosen").unwrap(),
+    );
+    println!(
+        "held-out ORPO loss {:.4} -> {:.4}, nll {nll_before:.3} -> {nll_after:.3}, log odds {odds_before:.3} -> {odds_after:.3}",
+        before.0, after.0
+    );
+    assert!(after.0 < before.0 - 0.1);
+    assert!(nll_after < nll_before, "the SFT term falls");
+    assert!(odds_after > odds_before + 0.5, "the chosen completion's odds rise");
+}
+
+#[test]
+fn kwise_reward_model_learns_held_out_rankings() {
+    use burnish_losses::RewardLoss;
+    use burnish_train::objectives::RewardListObjective;
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy().with_reward_head(&device());
+    let objective = RewardListObjective::<B> {
+        train: lists(48, 0),
+        eval: lists(12, 1000),
+        collator: Collator::new(0),
+        loss: RewardLoss::default(),
+        device: device(),
+    };
+    let mut cfg = config(tmp.path(), 60);
+    cfg.train.checkpoint_every = 0;
+    let before = burnish_train::trainer::evaluate(&start, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let trained = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
+    let after = burnish_train::trainer::evaluate(&trained.model, &objective, 8)
+        .unwrap()
+        .unwrap();
+    let accuracy = after.2.get("accuracy").unwrap();
+    println!(
+        "held-out K-wise loss {:.4} -> {:.4}, pair accuracy {accuracy:.3}",
+        before.0, after.0
+    );
+    assert!(after.0 < before.0 - 0.1, "held-out loss {} -> {}", before.0, after.0);
+    assert!(accuracy > 0.8, "held-out pair accuracy {accuracy} (chance 0.5)");
+}
