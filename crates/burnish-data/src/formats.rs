@@ -419,6 +419,7 @@ fn ultrafeedback(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses,
         ranking: Ranking::Scores(scores),
+        ref_logps: None,
     }))
 }
 
@@ -437,6 +438,7 @@ fn ranking(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses: responses(v)?,
         ranking: Ranking::Ranks(ints),
+        ref_logps: None,
     }))
 }
 
@@ -448,6 +450,7 @@ fn scores(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses: responses(v)?,
         ranking: Ranking::Scores(scores),
+        ref_logps: None,
     }))
 }
 

@@ -17,14 +17,17 @@
 
 #![warn(missing_docs)]
 
+mod batches;
 pub mod chat_template;
 pub mod collate;
+mod column_map;
 mod columns;
 pub mod convert;
 pub mod encode;
 pub mod error;
 pub mod formats;
 pub mod inspect;
+pub mod layout;
 pub mod packing;
 pub mod pairing;
 pub mod reader;
@@ -41,13 +44,18 @@ pub use encode::{
     TruncationSide, load_tokenizer,
 };
 pub use error::{DataError, EncodeError, Result};
+pub use layout::FileKind;
 pub use packing::{PackedPairBatch, ScoredToken};
 pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader, TextRow};
 pub use row::{
     Content, ListwiseRow, Message, PreferencePair, PromptCompletion, PromptRow, Ranking,
+    UnpairedRow,
 };
 pub use shuffle::ShuffleBuffer;
 pub use split::{Split, Subset};
 /// Re-exported so users need no direct dependency to build an [`Encoder`].
 pub use tokenizers::Tokenizer;
-pub use writer::{ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, PromptCompletionWriter};
+pub use writer::{
+    ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, PromptCompletionWriter, UnpairedSchema,
+    UnpairedWriter,
+};
