@@ -9,6 +9,8 @@
 
 use std::path::Path;
 
+use serde_json::Value;
+
 use crate::error::{DataError, Result};
 
 /// TRL name -> file column, one entry per TRL name.
@@ -26,6 +28,11 @@ impl ColumnMap {
             map.pairs.push((trl, file));
         }
         map
+    }
+
+    /// True when nothing is mapped.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
     }
 
     /// Checks that every mapped column is among `columns`, the file's own.
@@ -59,6 +66,30 @@ impl ColumnMap {
             }
         }
         Ok(view)
+    }
+
+    /// Applies the mapping to one JSON record: each mapped TRL key takes the value of its file
+    /// key, or disappears when the record has no such key. Values are read before any is
+    /// written, so swaps (`chosen <- rejected`, `rejected <- chosen`) work.
+    pub(crate) fn apply(&self, record: &mut Value) {
+        let Value::Object(obj) = record else {
+            return;
+        };
+        let values: Vec<Option<Value>> = self
+            .pairs
+            .iter()
+            .map(|(_, file)| obj.get(file).cloned())
+            .collect();
+        for ((trl, _), value) in self.pairs.iter().zip(values) {
+            match value {
+                Some(v) => {
+                    obj.insert(trl.clone(), v);
+                }
+                None => {
+                    obj.remove(trl);
+                }
+            }
+        }
     }
 }
 
@@ -96,5 +127,24 @@ mod tests {
             err,
             "f.csv: column `response_k` (mapped to `rejected`) is not in the file (found: prompt, question, answer)"
         );
+    }
+
+    #[test]
+    fn records_swap_and_lose_unmapped_keys() {
+        let mut r = serde_json::json!({"chosen": "a", "rejected": "b", "q": "x"});
+        map(&[
+            ("chosen", "rejected"),
+            ("rejected", "chosen"),
+            ("prompt", "q"),
+        ])
+        .apply(&mut r);
+        assert_eq!(
+            r,
+            serde_json::json!({"chosen": "b", "rejected": "a", "q": "x", "prompt": "x"})
+        );
+        let mut r = serde_json::json!({"prompt": "old"});
+        map(&[("prompt", "question")]).apply(&mut r);
+        assert_eq!(r, serde_json::json!({}));
+        assert_eq!(map(&[("a", "x"), ("a", "y")]).pairs.len(), 1);
     }
 }

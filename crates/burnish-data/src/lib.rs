@@ -1,9 +1,12 @@
-//! Preference data for burnish: Parquet files streamed as Arrow record batches, chat templates,
-//! tokenization and collation, and conversion from the common public formats.
+//! Preference data for burnish: Parquet, Arrow IPC and CSV files and Hugging Face `datasets`
+//! folders streamed as Arrow record batches, chat templates, tokenization and collation, and
+//! conversion from the common public formats.
 //!
 //! Column names follow TRL (`prompt`, `chosen`, `rejected`; `responses` with `ranks` or
-//! `scores` for listwise data; `prompt`, `completion` for supervised fine-tuning), each text
-//! either a string or a list of `{role, content}` messages. The path from file to batch:
+//! `scores` for listwise data; `prompt`, `completion`, `label` for unpaired (KTO) data; `prompt`,
+//! `completion` for supervised fine-tuning), each text either a string or a list of
+//! `{role, content}` messages; files with other column names are read through a column mapping.
+//! The path from file to batch:
 //!
 //! ```text
 //! ReaderBuilder::new().path("data/").pairs()?   -> Iterator<Item = Result<PreferencePair>>
