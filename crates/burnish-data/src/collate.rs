@@ -92,6 +92,9 @@ pub struct ListBatch {
     pub offsets: Vec<usize>,
     /// The rankings, one per row.
     pub rankings: Vec<Ranking>,
+    /// `[sequences.rows]` cached reference log-probs in the order of `sequences`, when every row
+    /// of the batch has them.
+    pub ref_logps: Option<Vec<f32>>,
 }
 
 impl Collator {
@@ -205,10 +208,17 @@ impl Collator {
             }
             offsets.push(seqs.len());
         }
+        let ref_logps = rows
+            .iter()
+            .map(|r| r.ref_logps.as_deref())
+            .collect::<Option<Vec<&[f32]>>>()
+            .map(|all| all.concat())
+            .filter(|flat| flat.len() == seqs.len());
         ListBatch {
             sequences: self.collate_sequences(&seqs),
             offsets,
             rankings: rows.iter().map(|r| r.ranking.clone()).collect(),
+            ref_logps,
         }
     }
 }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int64Array, ListArray, StringArray,
-    StructArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray,
+    StringArray, StructArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::cast;
@@ -241,11 +241,77 @@ impl ContentListColumn {
     }
 }
 
-/// An optional float column cast to float32.
+/// An optional float column cast to float32. Text (a CSV column) is parsed strictly: a value
+/// that is not a number fails the column rather than becoming a silent null.
 pub(crate) fn f32_column(array: &ArrayRef) -> Result<Float32Array, String> {
-    let c =
-        cast(array, &DataType::Float32).map_err(|e| format!("cannot be read as float32: {e}"))?;
+    let options = arrow::compute::CastOptions {
+        safe: !matches!(
+            array.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ),
+        ..Default::default()
+    };
+    let c = arrow::compute::cast_with_options(array, &DataType::Float32, &options)
+        .map_err(|e| format!("cannot be read as float32: {e}"))?;
     Ok(c.as_primitive().clone())
+}
+
+/// A label column: booleans, integers 0/1, or text `true`/`false`/`1`/`0` (CSV).
+#[derive(Debug)]
+pub(crate) enum LabelColumn {
+    Bool(BooleanArray),
+    Int(Int64Array),
+    Text(StringArray),
+}
+
+impl LabelColumn {
+    pub(crate) fn new(array: &ArrayRef) -> Result<Self, String> {
+        match array.data_type() {
+            DataType::Boolean => Ok(LabelColumn::Bool(array.as_boolean().clone())),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                Ok(LabelColumn::Text(to_utf8(array)?))
+            }
+            t if t.is_integer() => {
+                let c = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
+                Ok(LabelColumn::Int(c.as_primitive().clone()))
+            }
+            other => Err(format!(
+                "has type {other}, expected a boolean (or integers 0/1)"
+            )),
+        }
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Result<bool, String> {
+        let is_null = match self {
+            LabelColumn::Bool(a) => a.is_null(row),
+            LabelColumn::Int(a) => a.is_null(row),
+            LabelColumn::Text(a) => a.is_null(row),
+        };
+        if is_null {
+            return Err("is null".into());
+        }
+        match self {
+            LabelColumn::Bool(a) => Ok(a.value(row)),
+            LabelColumn::Int(a) => match a.value(row) {
+                0 => Ok(false),
+                1 => Ok(true),
+                n => Err(format!("is {n}, expected a boolean (or 0/1)")),
+            },
+            LabelColumn::Text(a) => parse_label(a.value(row)),
+        }
+    }
+}
+
+/// `true`/`false` (any case) or `1`/`0`.
+fn parse_label(text: &str) -> Result<bool, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("true") || t == "1" {
+        Ok(true)
+    } else if t.eq_ignore_ascii_case("false") || t == "0" {
+        Ok(false)
+    } else {
+        Err(format!("is `{t}`, expected a boolean (true/false or 1/0)"))
+    }
 }
 
 /// An id column cast to strings (integer ids are accepted).
@@ -268,6 +334,18 @@ pub(crate) fn list_i64(list: &ListArray, row: usize) -> Result<Vec<i64>, String>
     }
     let v = list.value(row);
     let v: &Int64Array = v.as_primitive();
+    if v.null_count() > 0 {
+        return Err("holds a null".into());
+    }
+    Ok(v.values().to_vec())
+}
+
+pub(crate) fn list_f32(list: &ListArray, row: usize) -> Result<Vec<f32>, String> {
+    if list.is_null(row) {
+        return Err("is null".into());
+    }
+    let v = list.value(row);
+    let v: &Float32Array = v.as_primitive();
     if v.null_count() > 0 {
         return Err("holds a null".into());
     }

@@ -1,9 +1,18 @@
 //! Conversion of public preference formats into burnish's Parquet files, with a rejects file.
 //!
+//! Inputs are JSON, JSON Lines (optionally `.gz`), Parquet, Arrow IPC and CSV files, and folders
+//! (Hugging Face `save_to_disk` and `DatasetDict` folders, Hub-style folders of shards, plain
+//! folders; see [`crate::layout`]), read through an optional column mapping; see
+//! [`crate::source`] for how tabular rows become records.
+//!
 //! Nothing is lost silently: every input record is either written (as one or more output rows)
-//! or written to the rejects file as a JSON line `{"source", "line" | "row", "reason"}`, and the
-//! [`ConvertReport`]'s counts reconcile: `read == written + rejected`. Pairwise output is the
-//! TRL layout; listwise output keeps every response with its ranks or scores.
+//! or written to the rejects file as a JSON line `{"source", "line" | "row", "reason"}`, where
+//! `source` is the file the record came from (the shard, for a folder) and the line or row
+//! number is within that file; the [`ConvertReport`]'s counts reconcile:
+//! `read == written + rejected`. Pairwise output is the TRL layout; listwise output keeps every
+//! response with its ranks or scores; unpaired (KTO) output has `prompt`, `completion` and a
+//! boolean `label`, and a pair given for it becomes two rows, its chosen one desirable and its
+//! rejected one undesirable.
 //!
 //! The Parquet schema (plain text or message lists, `id`, `margin`) is taken from the first
 //! valid row; a later row that does not fit it (say, a message list after plain text) is
@@ -17,13 +26,18 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rayon::prelude::*;
 
+use crate::batches;
+use crate::column_map::ColumnMap;
 use crate::encode::Encoder;
 use crate::error::{DataError, Result};
 use crate::formats::{InputFormat, Parsed, parse_record};
+use crate::layout::{FileKind, Readable, data_files};
 use crate::pairing::{all_pairs, best_vs_random};
-use crate::row::{ListwiseRow, PreferencePair};
-use crate::source::{Location, for_each_record};
-use crate::writer::{ListwiseSchema, ListwiseWriter, PairSchema, PairWriter};
+use crate::row::{ListwiseRow, PreferencePair, PromptCompletion, UnpairedRow};
+use crate::source::{Location, for_each_mapped_record};
+use crate::writer::{
+    ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, UnpairedSchema, UnpairedWriter,
+};
 
 /// How listwise inputs (UltraFeedback, rankings, scores) become output rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +80,18 @@ pub struct ConvertOptions<'a> {
     /// When given, every output row is also rendered and tokenized with it, and rows that fail
     /// (template error, nothing left of a completion after truncation) are rejected.
     pub encoder: Option<&'a Encoder>,
+    /// Write unpaired (KTO) rows: each pair gives a desirable row (prompt, chosen, label true)
+    /// and an undesirable one (prompt, rejected, label false), both with the pair's id, so that
+    /// a split by id keeps them together. Listwise inputs are paired first, best-vs-random
+    /// only. Always on for [`InputFormat::Kto`].
+    pub unpaired: bool,
+    /// Column mapping as `(TRL name, file column)` pairs: `("prompt", "question")` reads each
+    /// input's `question` as `prompt`. A mapped column an input lacks fails the conversion with
+    /// one error naming both names and listing the input's columns (a JSON input's columns are
+    /// its first record's keys).
+    pub columns: Vec<(String, String)>,
+    /// The split read from folders that hold several; `None` for `train`.
+    pub split: Option<String>,
 }
 
 impl ConvertOptions<'_> {
@@ -77,6 +103,9 @@ impl ConvertOptions<'_> {
             seed: 0,
             rejects: default_rejects_path(output),
             encoder: None,
+            unpaired: false,
+            columns: Vec::new(),
+            split: None,
         }
     }
 }
@@ -108,12 +137,14 @@ pub struct ConvertReport {
 enum Out {
     Pairs(Vec<PreferencePair>),
     List(ListwiseRow),
+    Unpaired(Vec<UnpairedRow>),
 }
 
 enum Sink {
     None,
     Pairs(PairWriter),
     List(ListwiseWriter),
+    Unpaired(UnpairedWriter),
 }
 
 struct Rejects {
@@ -135,21 +166,55 @@ impl Rejects {
         rec.insert("source".into(), source.display().to_string().into());
         rec.insert(key.into(), n.into());
         rec.insert("reason".into(), reason.into());
-        let f = self.file.as_mut().expect("opened above");
-        writeln!(f, "{}", serde_json::Value::Object(rec)).map_err(|e| DataError::io(&self.path, e))
+        let line = serde_json::Value::Object(rec);
+        match self.file.as_mut() {
+            Some(f) => writeln!(f, "{line}").map_err(|e| DataError::io(&self.path, e)),
+            None => Ok(()),
+        }
     }
 }
 
-fn to_out(parsed: Parsed, pairing: Pairing, rng: &mut StdRng) -> std::result::Result<Out, String> {
-    match parsed {
+/// A pair as two unpaired rows: chosen desirable, rejected undesirable.
+fn unpair(p: PreferencePair) -> [UnpairedRow; 2] {
+    [
+        UnpairedRow {
+            id: p.id.clone(),
+            prompt: p.prompt.clone(),
+            completion: p.chosen,
+            label: true,
+            ref_logp: p.ref_chosen_logp,
+            ref_kl_logp: None,
+        },
+        UnpairedRow {
+            id: p.id,
+            prompt: p.prompt,
+            completion: p.rejected,
+            label: false,
+            ref_logp: p.ref_rejected_logp,
+            ref_kl_logp: None,
+        },
+    ]
+}
+
+fn to_out(
+    parsed: Parsed,
+    pairing: Pairing,
+    unpaired: bool,
+    rng: &mut StdRng,
+) -> std::result::Result<Out, String> {
+    let pairs = match parsed {
+        Parsed::Unpaired(r) => {
+            r.validate()?;
+            return Ok(Out::Unpaired(vec![r]));
+        }
         Parsed::Pair(p) => {
             p.validate()?;
-            Ok(Out::Pairs(vec![p]))
+            vec![p]
         }
         Parsed::List(row) => {
             row.validate()?;
             match pairing {
-                Pairing::Listwise => Ok(Out::List(row)),
+                Pairing::Listwise => return Ok(Out::List(row)),
                 Pairing::AllPairs => {
                     let pairs = all_pairs(&row);
                     if pairs.is_empty() {
@@ -158,15 +223,20 @@ fn to_out(parsed: Parsed, pairing: Pairing, rng: &mut StdRng) -> std::result::Re
                     for p in &pairs {
                         p.validate()?;
                     }
-                    Ok(Out::Pairs(pairs))
+                    pairs
                 }
                 Pairing::BestVsRandom => {
                     let p = best_vs_random(&row, rng).ok_or("every response ties: no pair")?;
                     p.validate()?;
-                    Ok(Out::Pairs(vec![p]))
+                    vec![p]
                 }
             }
         }
+    };
+    if unpaired {
+        Ok(Out::Unpaired(pairs.into_iter().flat_map(unpair).collect()))
+    } else {
+        Ok(Out::Pairs(pairs))
     }
 }
 
@@ -182,6 +252,17 @@ fn check_with_encoder(out: &Out, encoder: &Encoder) -> std::result::Result<(), S
             .encode_list(r)
             .map(|_| ())
             .map_err(|e| e.to_string()),
+        Out::Unpaired(rs) => rs.iter().try_for_each(|r| {
+            let row = PromptCompletion {
+                id: None,
+                prompt: r.prompt.clone(),
+                completion: r.completion.clone(),
+            };
+            encoder
+                .encode_prompt_completion(&row)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
     }
 }
 
@@ -202,10 +283,64 @@ fn pair_fit(schema: &PairSchema, p: &PreferencePair) -> std::result::Result<(), 
     Ok(())
 }
 
-/// Converts `inputs` (JSON or JSON Lines, optionally `.gz`) of one format into `output`.
+/// Fields an unpaired row has that the file (schema fixed by the first row) cannot hold.
+fn unpaired_fit(schema: &UnpairedSchema, r: &UnpairedRow) -> std::result::Result<(), String> {
+    schema.accepts(r)?;
+    if r.id.is_some() && !schema.id {
+        return Err(
+            "row has an `id` but the first row had none, so the file has no id column".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The path as the file system resolves it (for a file that does not exist yet, its folder).
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            parent
+                .canonicalize()
+                .map(|p| p.join(name))
+                .unwrap_or_else(|_| path.to_owned())
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// Refuses to write `output` (or the rejects file) over an input or one of its files.
+fn refuse_overwriting_inputs(
+    output: &Path,
+    what: &str,
+    inputs: &[PathBuf],
+    shards: &[PathBuf],
+) -> Result<()> {
+    let out = resolved(output);
+    if let Some(input) = inputs.iter().chain(shards).find(|i| resolved(i) == out) {
+        return Err(DataError::Invalid {
+            path: output.to_owned(),
+            reason: format!(
+                "the {what} is also the input {}: writing it would destroy what is being read",
+                input.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Converts `inputs` (files and folders of any kind [`crate::source`] reads) of one format
+/// into `output`.
 ///
-/// Fails only on file-level problems (unreadable or empty input, unwritable output); row
-/// problems are counted and written to `options.rejects`.
+/// Fails only on file-level problems (unreadable or empty input, a mapped column an input
+/// lacks, an output that is also an input, unwritable output); row problems are counted and
+/// written to `options.rejects`.
 pub fn convert(
     inputs: &[PathBuf],
     output: &Path,
@@ -224,11 +359,39 @@ pub fn convert(
             ),
         });
     }
-    // Refuse empty inputs before anything is written.
+    let unpaired = options.unpaired || options.format == InputFormat::Kto;
+    if unpaired && options.format.is_listwise() && pairing != Pairing::BestVsRandom {
+        return Err(DataError::Invalid {
+            path: output.to_owned(),
+            reason: format!(
+                "unpaired output from a listwise format needs best-vs-random pairing, not \
+                 {pairing:?} (all pairs would label one response both desirable and undesirable)"
+            ),
+        });
+    }
+    let map = ColumnMap::new(options.columns.iter().cloned());
+    let mut shards = Vec::new();
     for input in inputs {
-        let meta = std::fs::metadata(input).map_err(|e| DataError::io(input, e))?;
+        shards.extend(data_files(
+            input,
+            options.split.as_deref(),
+            Readable { json: true },
+        )?);
+    }
+    refuse_overwriting_inputs(output, "output", inputs, &shards)?;
+    refuse_overwriting_inputs(&options.rejects, "rejects file", inputs, &shards)?;
+    // Refuse empty inputs, and mapped columns a tabular input lacks, before anything is written.
+    for shard in &shards {
+        let meta = std::fs::metadata(shard).map_err(|e| DataError::io(shard, e))?;
         if meta.len() == 0 {
-            return Err(DataError::EmptyInput(input.clone()));
+            return Err(DataError::EmptyInput(shard.clone()));
+        }
+        if let Some(kind @ (FileKind::Parquet | FileKind::Arrow | FileKind::Csv)) =
+            FileKind::detect(shard)?
+        {
+            let schema = batches::schema(shard, kind)?;
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            map.check(shard, &names)?;
         }
     }
     let mut rng = StdRng::seed_from_u64(options.seed);
@@ -240,7 +403,7 @@ pub fn convert(
     let mut sink = Sink::None;
     const CHUNK: usize = 1024;
 
-    for input in inputs {
+    for input in &shards {
         let mut chunk: Vec<(Location, std::result::Result<Out, String>)> =
             Vec::with_capacity(CHUNK);
         let flush = |chunk: &mut Vec<(Location, std::result::Result<Out, String>)>,
@@ -275,6 +438,10 @@ pub fn convert(
                         Out::List(r) => {
                             Sink::List(ListwiseWriter::create(output, ListwiseSchema::of(r))?)
                         }
+                        Out::Unpaired(rs) => Sink::Unpaired(UnpairedWriter::create(
+                            output,
+                            UnpairedSchema::of(&rs[0]),
+                        )?),
                     };
                 }
                 let fit = match (&*sink, &out) {
@@ -282,6 +449,9 @@ pub fn convert(
                         ps.iter().try_for_each(|p| pair_fit(&w.schema(), p))
                     }
                     (Sink::List(w), Out::List(r)) => w.schema().accepts(r),
+                    (Sink::Unpaired(w), Out::Unpaired(rs)) => {
+                        rs.iter().try_for_each(|r| unpaired_fit(&w.schema(), r))
+                    }
                     _ => Err("row kind differs from the file's".into()),
                 };
                 if let Err(reason) = fit {
@@ -301,15 +471,22 @@ pub fn convert(
                         w.write(r)?;
                         report.output_rows += 1;
                     }
-                    _ => unreachable!("checked by fit"),
+                    (Sink::Unpaired(w), Out::Unpaired(rs)) => {
+                        for r in rs {
+                            w.write(r)?;
+                            report.output_rows += 1;
+                        }
+                    }
+                    // `fit` rejected every other combination above.
+                    _ => {}
                 }
             }
             Ok(())
         };
-        for_each_record(input, |loc, value| {
+        for_each_mapped_record(input, &map, |loc, value| {
             let out = value
                 .and_then(|v| parse_record(options.format, &v))
-                .and_then(|p| to_out(p, pairing, &mut rng));
+                .and_then(|p| to_out(p, pairing, unpaired, &mut rng));
             chunk.push((loc, out));
             if chunk.len() >= CHUNK {
                 flush(&mut chunk, &mut report, &mut sink, &mut rejects)?;
@@ -326,8 +503,14 @@ pub fn convert(
         Sink::List(w) => {
             w.finish()?;
         }
+        Sink::Unpaired(w) => {
+            w.finish()?;
+        }
+        // Still leave a valid (empty) file behind, so that the output always exists.
+        Sink::None if unpaired => {
+            UnpairedWriter::create(output, UnpairedSchema::default())?.finish()?;
+        }
         Sink::None => {
-            // Still leave a valid (empty) file behind, so that the output always exists.
             PairWriter::create(output, PairSchema::default())?.finish()?;
         }
     }

@@ -94,6 +94,8 @@ pub struct TokenizedList {
     pub response_ids: Vec<Vec<u32>>,
     /// The responses' ranks or scores.
     pub ranking: Ranking,
+    /// Cached reference log-prob of each response, carried through.
+    pub ref_logps: Option<Vec<f32>>,
 }
 
 /// Loads a Hugging Face `tokenizer.json` (or a gzipped `tokenizer.json.gz`).
@@ -441,6 +443,7 @@ impl Encoder {
             prompt_ids,
             response_ids,
             ranking: row.ranking.clone(),
+            ref_logps: row.ref_logps.clone(),
         })
     }
 

@@ -47,6 +47,21 @@ pub enum DataError {
         /// The columns the file has, comma-separated.
         found: String,
     },
+    /// A column mapping names a file column that the file does not have.
+    #[error(
+        "{}: column `{file_column}` (mapped to `{column}`) is not in the file (found: {found})",
+        path.display()
+    )]
+    MappedColumn {
+        /// The file.
+        path: PathBuf,
+        /// The TRL column the mapping fills.
+        column: String,
+        /// The file column the mapping names.
+        file_column: String,
+        /// The columns the file has, comma-separated.
+        found: String,
+    },
     /// A column has a type this crate cannot read.
     #[error("{}: column `{column}` has type {found}, expected {expected}", path.display())]
     ColumnType {
@@ -71,8 +86,8 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
-    /// A folder given as input holds no Parquet file.
-    #[error("{}: no .parquet files in this folder", .0.display())]
+    /// A folder given as input holds no data file.
+    #[error("{}: no data files (.parquet, .arrow, .csv) in this folder", .0.display())]
     NoFiles(PathBuf),
     /// An input file has no rows at all.
     #[error("{}: the file is empty", .0.display())]

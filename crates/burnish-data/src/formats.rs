@@ -1,12 +1,12 @@
 //! Parsers of the public preference formats, one JSON record at a time.
 //!
-//! Each parser turns one record into a [`PreferencePair`] or a [`ListwiseRow`], or says in one
-//! line why it cannot (the field and what was wrong with it). Validation of the result (empty
+//! Each parser turns one record into a [`PreferencePair`], a [`ListwiseRow`] or an
+//! [`UnpairedRow`], or says in one line why it cannot (the field and what was wrong with it). Validation of the result (empty
 //! completion, chosen == rejected) happens afterwards, the same for every format.
 
 use serde_json::Value;
 
-use crate::row::{Content, ListwiseRow, Message, PreferencePair, Ranking};
+use crate::row::{Content, ListwiseRow, Message, PreferencePair, Ranking, UnpairedRow};
 
 /// The input formats `burnish convert --from` accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +27,16 @@ pub enum InputFormat {
     Ranking,
     /// Per-response scores (ratings, Elo): `prompt`, `responses`, `scores` (higher = better).
     Scores,
+    /// Unpaired preferences (KTO): TRL's `prompt` / `completion` / `label` (strings or message
+    /// lists), or LLaMA-Factory's `messages` (or ShareGPT `conversations`, optional `system`)
+    /// whose last turn, an assistant's, is the completion and the earlier turns the prompt, with
+    /// `label` (or `kto_tag`). A label is a boolean, or 0/1; anything else rejects the record.
+    Kto,
 }
 
 impl InputFormat {
     /// All formats with their command-line names.
-    pub const ALL: [(&'static str, InputFormat); 7] = [
+    pub const ALL: [(&'static str, InputFormat); 8] = [
         ("trl", InputFormat::Trl),
         ("hh-rlhf", InputFormat::HhRlhf),
         ("sharegpt", InputFormat::ShareGpt),
@@ -39,6 +44,7 @@ impl InputFormat {
         ("ultrafeedback", InputFormat::UltraFeedback),
         ("ranking", InputFormat::Ranking),
         ("scores", InputFormat::Scores),
+        ("kto", InputFormat::Kto),
     ];
 
     /// True for formats whose records are listwise (several ranked or scored responses).
@@ -60,6 +66,7 @@ impl std::str::FromStr for InputFormat {
             "llamafactory" | "llama-factory" => "sharegpt",
             "elo" => "scores",
             "rankings" => "ranking",
+            "unpaired" => "kto",
             other => other,
         };
         InputFormat::ALL
@@ -83,6 +90,8 @@ pub enum Parsed {
     Pair(PreferencePair),
     /// A listwise row.
     List(ListwiseRow),
+    /// An unpaired (KTO) row.
+    Unpaired(UnpairedRow),
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -419,6 +428,7 @@ fn ultrafeedback(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses,
         ranking: Ranking::Scores(scores),
+        ref_logps: None,
     }))
 }
 
@@ -437,6 +447,7 @@ fn ranking(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses: responses(v)?,
         ranking: Ranking::Ranks(ints),
+        ref_logps: None,
     }))
 }
 
@@ -448,6 +459,73 @@ fn scores(v: &Value) -> Result<Parsed, String> {
         prompt,
         responses: responses(v)?,
         ranking: Ranking::Scores(scores),
+        ref_logps: None,
+    }))
+}
+
+/// A KTO label: `label` or LLaMA-Factory's `kto_tag`, a boolean or 0/1.
+fn kto_label(v: &Value) -> Result<bool, String> {
+    let (key, x) = ["label", "kto_tag"]
+        .iter()
+        .find_map(|k| opt_field(v, k).map(|x| (*k, x)))
+        .ok_or("missing field `label`")?;
+    match x {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_f64() == Some(1.0) => Ok(true),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Ok(false),
+        Value::Number(n) => Err(format!(
+            "field `{key}` is {n}, expected a boolean (true/false or 0/1)"
+        )),
+        other => Err(format!(
+            "field `{key}` is {}, expected a boolean (true/false or 0/1)",
+            type_name(other)
+        )),
+    }
+}
+
+fn kto(v: &Value) -> Result<Parsed, String> {
+    let (prompt, completion) = if opt_field(v, "completion").is_some() {
+        let completion = content(field(v, "completion")?, "completion")?;
+        let prompt = content(field(v, "prompt")?, "prompt")?;
+        (prompt, completion)
+    } else if let Some((key, turns)) = ["messages", "conversations"]
+        .iter()
+        .find_map(|k| opt_field(v, k).map(|t| (*k, t)))
+    {
+        let mut prompt = Vec::new();
+        if let Some(system) = opt_field(v, "system") {
+            let s = string(system, "field `system`")?;
+            if !s.is_empty() {
+                prompt.push(Message::new("system", s));
+            }
+        }
+        prompt.extend(messages(turns, key)?);
+        let last = prompt.pop().ok_or_else(|| format!("`{key}` is empty"))?;
+        if last.role != "assistant" {
+            return Err(format!(
+                "the last turn of `{key}` is `{}`, expected an assistant turn (the completion)",
+                last.role
+            ));
+        }
+        if prompt.iter().all(|m| m.role == "system") {
+            return Err(format!(
+                "`{key}` has no user turn before the completion, so there is no prompt"
+            ));
+        }
+        (Content::Messages(prompt), Content::Messages(vec![last]))
+    } else {
+        return Err(
+            "missing field `completion` (TRL) or `messages` / `conversations` (LLaMA-Factory)"
+                .into(),
+        );
+    };
+    Ok(Parsed::Unpaired(UnpairedRow {
+        id: id_of(v)?,
+        prompt,
+        completion,
+        label: kto_label(v)?,
+        ref_logp: None,
+        ref_kl_logp: None,
     }))
 }
 
@@ -461,5 +539,6 @@ pub fn parse_record(format: InputFormat, v: &Value) -> Result<Parsed, String> {
         InputFormat::UltraFeedback => ultrafeedback(v),
         InputFormat::Ranking => ranking(v),
         InputFormat::Scores => scores(v),
+        InputFormat::Kto => kto(v),
     }
 }

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::encode::Encoder;
 use crate::error::{DataError, Result};
-use crate::reader::{ArrowRow, ReaderBuilder, parquet_schema};
+use crate::reader::{ArrowRow, ReaderBuilder, file_schema};
 use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion};
 
 /// Percentiles of one column's lengths.
@@ -66,7 +66,7 @@ pub struct InspectReport {
     pub schema: Vec<String>,
     /// The row kind.
     pub kind: RowKind,
-    /// Rows according to the Parquet footers.
+    /// Rows of all files (Parquet footers; Arrow IPC and CSV files are counted by reading).
     pub rows: u64,
     /// `"tokens"` or `"chars"`.
     pub unit: &'static str,
@@ -220,7 +220,7 @@ fn scan<T: Inspectable>(
     Ok((stats, bad, samples))
 }
 
-/// Summarises the Parquet files or folders in `paths` as one data set.
+/// Summarises the data files or folders in `paths` as one data set.
 pub fn inspect(
     paths: &[PathBuf],
     encoder: Option<&Encoder>,
@@ -232,7 +232,7 @@ pub fn inspect(
         path: PathBuf::new(),
         reason: "no input".into(),
     })?;
-    let (schema, _) = parquet_schema(first)?;
+    let schema = file_schema(first)?;
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let kind = if names.contains(&"chosen") {
         RowKind::Pairwise

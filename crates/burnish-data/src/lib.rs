@@ -1,9 +1,12 @@
-//! Preference data for burnish: Parquet files streamed as Arrow record batches, chat templates,
-//! tokenization and collation, and conversion from the common public formats.
+//! Preference data for burnish: Parquet, Arrow IPC and CSV files and Hugging Face `datasets`
+//! folders streamed as Arrow record batches, chat templates, tokenization and collation, and
+//! conversion from the common public formats.
 //!
 //! Column names follow TRL (`prompt`, `chosen`, `rejected`; `responses` with `ranks` or
-//! `scores` for listwise data; `prompt`, `completion` for supervised fine-tuning), each text
-//! either a string or a list of `{role, content}` messages. The path from file to batch:
+//! `scores` for listwise data; `prompt`, `completion`, `label` for unpaired (KTO) data; `prompt`,
+//! `completion` for supervised fine-tuning), each text either a string or a list of
+//! `{role, content}` messages; files with other column names are read through a column mapping.
+//! The path from file to batch:
 //!
 //! ```text
 //! ReaderBuilder::new().path("data/").pairs()?   -> Iterator<Item = Result<PreferencePair>>
@@ -17,14 +20,17 @@
 
 #![warn(missing_docs)]
 
+mod batches;
 pub mod chat_template;
 pub mod collate;
+mod column_map;
 mod columns;
 pub mod convert;
 pub mod encode;
 pub mod error;
 pub mod formats;
 pub mod inspect;
+pub mod layout;
 pub mod packing;
 pub mod pairing;
 pub mod reader;
@@ -41,13 +47,18 @@ pub use encode::{
     TruncationSide, load_tokenizer,
 };
 pub use error::{DataError, EncodeError, Result};
+pub use layout::FileKind;
 pub use packing::{PackedPairBatch, ScoredToken};
 pub use reader::{ArrowRow, ReaderBuilder, RowPosition, RowReader, TextRow};
 pub use row::{
     Content, ListwiseRow, Message, PreferencePair, PromptCompletion, PromptRow, Ranking,
+    UnpairedRow,
 };
 pub use shuffle::ShuffleBuffer;
 pub use split::{Split, Subset};
 /// Re-exported so users need no direct dependency to build an [`Encoder`].
 pub use tokenizers::Tokenizer;
-pub use writer::{ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, PromptCompletionWriter};
+pub use writer::{
+    ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, PromptCompletionWriter, UnpairedSchema,
+    UnpairedWriter,
+};

@@ -1,24 +1,41 @@
-//! Streaming Parquet readers.
+//! Streaming readers of Parquet, Arrow IPC and CSV files, and of Hugging Face `datasets` folders.
 //!
-//! A [`ReaderBuilder`] takes files and folders (a folder means every `*.parquet` file in it, in
-//! name order) and yields typed rows through [`RowReader`], an iterator that holds one Arrow
-//! record batch at a time: memory is bounded by the batch size and the Parquet page size, never
-//! by the file size. Only the columns the row type uses are read; other columns in the file are
-//! not even decompressed.
+//! A [`ReaderBuilder`] takes files and folders and yields typed rows through [`RowReader`], an
+//! iterator that holds one Arrow record batch at a time: memory is bounded by the batch size
+//! (and the Parquet page size), never by the file size. Only the columns the row type uses are
+//! read; other columns in the file are not even decompressed.
+//!
+//! Inputs: Parquet files, Arrow IPC files (file or stream format, as `datasets.save_to_disk`
+//! writes them), CSV files, and folders: a folder of such files (read in name order), a
+//! `save_to_disk` folder, a `DatasetDict` folder, or a Hub-style folder of shards, of which one
+//! split is read ([`ReaderBuilder::split`]; see [`crate::layout`]). JSON and JSON Lines are not
+//! read here: `burnish convert` turns them into Parquet.
+//!
+//! CSV files give text columns only: `prompt`, `chosen`, `rejected`, `completion`, `text` and
+//! `id` as strings, `label` as `true`/`false`/`1`/`0`, and float columns (`margin`, the cached
+//! reference log-probs) parsed as numbers. Message lists and list columns (`responses`, `ranks`,
+//! `scores`) cannot be held in CSV cells here: a CSV column of JSON message lists is refused
+//! rather than read as text; convert such a file with `burnish convert` first.
+//!
+//! Column names follow TRL; a file with other names is read through a column mapping
+//! ([`ReaderBuilder::rename`], [`ReaderBuilder::column_map`]).
 
-use std::fs::File;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Schema};
 
+use crate::batches::{self, Batches};
+use crate::column_map::ColumnMap;
 use crate::columns::{
-    ContentColumn, ContentListColumn, f32_column, id_column, list_f64, list_i64, number_list_column,
+    ContentColumn, ContentListColumn, LabelColumn, f32_column, id_column, list_f32, list_f64,
+    list_i64, number_list_column,
 };
 use crate::error::{DataError, Result};
-use crate::row::{ListwiseRow, PreferencePair, PromptCompletion, PromptRow, Ranking};
+use crate::layout::{FileKind, Readable, data_files};
+use crate::row::{ListwiseRow, PreferencePair, PromptCompletion, PromptRow, Ranking, UnpairedRow};
 
 /// A row type that can be decoded from Arrow record batches.
 pub trait ArrowRow: Sized + Send {
@@ -109,7 +126,7 @@ impl ArrowRow for PreferencePair {
 
 impl ArrowRow for ListwiseRow {
     const REQUIRED: &'static [&'static str] = &["prompt", "responses"];
-    const OPTIONAL: &'static [&'static str] = &["id", "ranks", "scores"];
+    const OPTIONAL: &'static [&'static str] = &["id", "ranks", "scores", "ref_logps"];
 
     fn decode_batch(batch: &RecordBatch) -> Result<Vec<RowResult<Self>>, (String, String)> {
         let prompt = content_col(batch, "prompt")?;
@@ -122,6 +139,9 @@ impl ArrowRow for ListwiseRow {
         })?;
         let scores = opt(batch, "scores", |a| {
             number_list_column(a, arrow::datatypes::DataType::Float64)
+        })?;
+        let ref_logps = opt(batch, "ref_logps", |a| {
+            number_list_column(a, arrow::datatypes::DataType::Float32)
         })?;
         if ranks.is_none() && scores.is_none() {
             return Err((
@@ -138,11 +158,26 @@ impl ArrowRow for ListwiseRow {
                     (_, Some(s)) => Ranking::Scores(named("scores", list_f64(s, i))?),
                     _ => return Err(("ranks".into(), "is null".into())),
                 };
+                let responses = named("responses", responses.get(i))?;
+                let ref_logps = match &ref_logps {
+                    Some(r) if !r.is_null(i) => {
+                        let v = named("ref_logps", list_f32(r, i))?;
+                        if v.len() != responses.len() {
+                            return Err((
+                                "ref_logps".into(),
+                                format!("has {} values for {} responses", v.len(), responses.len()),
+                            ));
+                        }
+                        Some(v)
+                    }
+                    _ => None,
+                };
                 Ok(ListwiseRow {
                     id: get_id(&id, i),
                     prompt: named("prompt", prompt.get(i))?,
-                    responses: named("responses", responses.get(i))?,
+                    responses,
                     ranking,
+                    ref_logps,
                 })
             })
             .collect())
@@ -163,6 +198,34 @@ impl ArrowRow for PromptCompletion {
                     id: get_id(&id, i),
                     prompt: named("prompt", prompt.get(i))?,
                     completion: named("completion", completion.get(i))?,
+                })
+            })
+            .collect())
+    }
+}
+
+impl ArrowRow for UnpairedRow {
+    const REQUIRED: &'static [&'static str] = &["prompt", "completion", "label"];
+    const OPTIONAL: &'static [&'static str] = &["id", "ref_logp", "ref_kl_logp"];
+
+    fn decode_batch(batch: &RecordBatch) -> Result<Vec<RowResult<Self>>, (String, String)> {
+        let prompt = content_col(batch, "prompt")?;
+        let completion = content_col(batch, "completion")?;
+        let label = column(batch, "label")
+            .ok_or_else(|| ("label".to_owned(), "missing".to_owned()))
+            .and_then(|a| LabelColumn::new(a).map_err(|e| ("label".to_owned(), e)))?;
+        let id = opt(batch, "id", id_column)?;
+        let ref_logp = opt(batch, "ref_logp", f32_column)?;
+        let ref_kl = opt(batch, "ref_kl_logp", f32_column)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                Ok(UnpairedRow {
+                    id: get_id(&id, i),
+                    prompt: named("prompt", prompt.get(i))?,
+                    completion: named("completion", completion.get(i))?,
+                    label: named("label", label.get(i))?,
+                    ref_logp: get_f32(&ref_logp, i),
+                    ref_kl_logp: get_f32(&ref_kl, i),
                 })
             })
             .collect())
@@ -212,21 +275,24 @@ impl ArrowRow for TextRow {
     }
 }
 
-/// Where a row came from: its file and its row number in that file (from 0).
+/// Where a row came from: its file (the shard, for a folder) and its row number in that file
+/// (from 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowPosition {
-    /// The Parquet file.
+    /// The data file.
     pub file: PathBuf,
     /// Row number within the file, from 0.
     pub row: u64,
 }
 
-/// Builds a [`RowReader`] over Parquet files and folders read as one data set.
+/// Builds a [`RowReader`] over data files and folders read as one data set.
 #[derive(Debug, Clone)]
 pub struct ReaderBuilder {
     paths: Vec<PathBuf>,
     batch_size: usize,
     optional: Option<Vec<String>>,
+    split: Option<String>,
+    columns: Vec<(String, String)>,
 }
 
 impl Default for ReaderBuilder {
@@ -236,16 +302,18 @@ impl Default for ReaderBuilder {
 }
 
 impl ReaderBuilder {
-    /// No inputs yet; batch size 1024 rows.
+    /// No inputs yet; batch size 1024 rows, split `train` where a folder has several, no mapping.
     pub fn new() -> Self {
         ReaderBuilder {
             paths: Vec::new(),
             batch_size: 1024,
             optional: None,
+            split: None,
+            columns: Vec::new(),
         }
     }
 
-    /// Adds a file, or a folder (all its `*.parquet` files, in name order).
+    /// Adds a file (Parquet, Arrow IPC, CSV) or a folder (see the module documentation).
     pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
         self.paths.push(path.into());
         self
@@ -270,36 +338,56 @@ impl ReaderBuilder {
         self
     }
 
-    /// The Parquet files the inputs stand for, folders expanded.
+    /// The split to read from folders that hold several (`DatasetDict` and Hub-style folders);
+    /// default `train`. Plain files and folders ignore it.
+    pub fn split(mut self, name: impl Into<String>) -> Self {
+        self.split = Some(name.into());
+        self
+    }
+
+    /// Reads the file column `from_file_column` as the TRL column `to_trl_name`
+    /// (`rename("question", "prompt")`); a later mapping of the same TRL name replaces this one.
+    pub fn rename(
+        mut self,
+        from_file_column: impl Into<String>,
+        to_trl_name: impl Into<String>,
+    ) -> Self {
+        self.columns
+            .push((to_trl_name.into(), from_file_column.into()));
+        self
+    }
+
+    /// Adds a column mapping given as TRL name -> file column, as a config's
+    /// `[data] columns = { prompt = "question" }` holds it (a `BTreeMap<String, String>`, or
+    /// any pairs in that direction).
+    pub fn column_map<K: Into<String>, V: Into<String>>(
+        mut self,
+        trl_to_file: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.columns
+            .extend(trl_to_file.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// The data files the inputs stand for, folders expanded (the chosen split's shards).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();
         for p in &self.paths {
-            if p.is_dir() {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                    .map_err(|e| DataError::io(p, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "parquet"))
-                    .collect();
-                if found.is_empty() {
-                    return Err(DataError::NoFiles(p.clone()));
-                }
-                found.sort();
-                files.extend(found);
-            } else {
-                files.push(p.clone());
-            }
+            files.extend(data_files(
+                p,
+                self.split.as_deref(),
+                Readable { json: false },
+            )?);
         }
         Ok(files)
     }
 
-    /// Total row count of all inputs, from the Parquet footers (no data is read).
+    /// Total row count of all inputs: from the Parquet footers (no data is read), or by a pass
+    /// over Arrow IPC and CSV files.
     pub fn num_rows(&self) -> Result<u64> {
         let mut n = 0;
         for f in self.files()? {
-            let file = File::open(&f).map_err(|e| DataError::io(&f, e))?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| DataError::parquet(&f, e))?;
-            n += b.metadata().file_metadata().num_rows() as u64;
+            n += batches::count_rows(&f, kind_of(&f)?)?;
         }
         Ok(n)
     }
@@ -311,6 +399,7 @@ impl ReaderBuilder {
             files,
             batch_size: self.batch_size,
             optional: self.optional,
+            map: ColumnMap::new(self.columns),
             next_file: 0,
             current: None,
             pending: Vec::new().into_iter(),
@@ -328,8 +417,15 @@ impl ReaderBuilder {
         self.rows()
     }
 
-    /// A reader of listwise rows (`prompt`, `responses`, `ranks` or `scores`, optional `id`).
+    /// A reader of listwise rows (`prompt`, `responses`, `ranks` or `scores`, optional `id`,
+    /// `ref_logps`).
     pub fn listwise(self) -> Result<RowReader<ListwiseRow>> {
+        self.rows()
+    }
+
+    /// A reader of unpaired (KTO) rows (`prompt`, `completion`, `label`, optional `id`,
+    /// `ref_logp`, `ref_kl_logp`).
+    pub fn unpaired(self) -> Result<RowReader<UnpairedRow>> {
         self.rows()
     }
 
@@ -349,7 +445,60 @@ impl ReaderBuilder {
     }
 }
 
-/// An iterator of rows over several Parquet files, one record batch in memory at a time.
+/// The kind of a file the trainers read: by name or magic number, else Parquet (whose reader
+/// then says what is wrong with the file).
+fn kind_of(path: &Path) -> Result<FileKind> {
+    Ok(FileKind::detect(path)?.unwrap_or(FileKind::Parquet))
+}
+
+/// One open file of a [`RowReader`]: its batches and how to rename their columns.
+struct OpenFile {
+    index: usize,
+    batches: Batches,
+    /// `(TRL name, column index in a projected batch)` of every column the row type reads.
+    columns: Vec<(String, usize)>,
+    /// CSV: text columns are checked for JSON message lists.
+    csv: bool,
+}
+
+impl OpenFile {
+    /// The batch with its columns under their TRL names.
+    fn rename(&self, batch: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let schema = batch.schema();
+        let fields: Vec<_> = self
+            .columns
+            .iter()
+            .map(|(name, i)| schema.field(*i).clone().with_name(name))
+            .collect();
+        let arrays = self
+            .columns
+            .iter()
+            .map(|(_, i)| batch.column(*i).clone())
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+    }
+}
+
+/// A CSV column that holds JSON message lists (`[{"role": ...}]`), which the trainers would
+/// otherwise read as plain text.
+fn csv_message_lists(batch: &RecordBatch) -> Option<String> {
+    for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type() != &DataType::Utf8 {
+            continue;
+        }
+        let looks_like_messages = array.as_string::<i32>().iter().flatten().any(|v| {
+            v.trim_start()
+                .strip_prefix('[')
+                .is_some_and(|rest| rest.trim_start().starts_with('{'))
+        });
+        if looks_like_messages {
+            return Some(field.name().clone());
+        }
+    }
+    None
+}
+
+/// An iterator of rows over several data files, one record batch in memory at a time.
 ///
 /// A file-level problem (unreadable file, missing column) is yielded as one error and the reader
 /// moves on to the next file; a bad value is yielded as an error for its row only.
@@ -357,8 +506,9 @@ pub struct RowReader<T> {
     files: Vec<PathBuf>,
     batch_size: usize,
     optional: Option<Vec<String>>,
+    map: ColumnMap,
     next_file: usize,
-    current: Option<(usize, ParquetRecordBatchReader)>,
+    current: Option<OpenFile>,
     pending: std::vec::IntoIter<RowResult<T>>,
     batch_start: u64,
     emitted_in_batch: u64,
@@ -381,17 +531,18 @@ impl<T: ArrowRow> RowReader<T> {
         })
     }
 
-    fn open(&self, idx: usize) -> Result<ParquetRecordBatchReader> {
-        let path = &self.files[idx];
-        let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| DataError::parquet(path, e))?;
-        let schema = builder.schema().clone();
-        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut wanted = Vec::new();
+    fn open(&self, index: usize) -> Result<OpenFile> {
+        let path = &self.files[index];
+        let kind = kind_of(path)?;
+        let schema = batches::schema(path, kind)?;
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let view = self.map.view(path, &names)?;
+        let find = |c: &str| view.iter().find(|(n, _)| n == c).map(|(_, i)| *i);
+        // (TRL name, file column index) of every column read.
+        let mut wanted: Vec<(String, usize)> = Vec::new();
         for &c in T::REQUIRED {
-            match names.iter().position(|n| *n == c) {
-                Some(i) => wanted.push(i),
+            match find(c) {
+                Some(i) => wanted.push((c.to_owned(), i)),
                 None => {
                     return Err(DataError::MissingColumn {
                         path: path.clone(),
@@ -406,17 +557,29 @@ impl<T: ArrowRow> RowReader<T> {
                 .optional
                 .as_ref()
                 .is_none_or(|o| o.iter().any(|x| x == c));
-            if let (true, Some(i)) = (allowed, names.iter().position(|n| *n == c)) {
-                wanted.push(i);
+            if let (true, Some(i)) = (allowed, find(c)) {
+                wanted.push((c.to_owned(), i));
             }
         }
-        // Top-level columns are the roots of the Parquet schema in the same order.
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-        builder
-            .with_projection(mask)
-            .with_batch_size(self.batch_size)
-            .build()
-            .map_err(|e| DataError::parquet(path, e))
+        // Every reader returns projected columns in file order, so a sorted projection maps
+        // file index -> batch index by position.
+        let mut projection: Vec<usize> = wanted.iter().map(|(_, i)| *i).collect();
+        projection.sort_unstable();
+        projection.dedup();
+        let columns = wanted
+            .into_iter()
+            .map(|(name, i)| {
+                let at = projection.iter().position(|p| *p == i).unwrap_or_default();
+                (name, at)
+            })
+            .collect();
+        let batches = batches::open(path, kind, Some(projection), self.batch_size)?;
+        Ok(OpenFile {
+            index,
+            batches,
+            columns,
+            csv: kind == FileKind::Csv,
+        })
     }
 }
 
@@ -437,13 +600,25 @@ impl<T: ArrowRow> Iterator for RowReader<T> {
                     reason,
                 }));
             }
-            if let Some((file, reader)) = self.current.as_mut() {
-                let file = *file;
-                match reader.next() {
+            if let Some(open) = self.current.as_mut() {
+                let file = open.index;
+                match open.batches.next() {
                     Some(Ok(batch)) => {
                         self.batch_start += self.emitted_in_batch;
                         self.emitted_in_batch = 0;
-                        match T::decode_batch(&batch) {
+                        let decoded = open
+                            .rename(&batch)
+                            .map_err(|e| ("(all)".to_owned(), e.to_string()))
+                            .and_then(|b| match csv_message_lists(&b) {
+                                Some(c) if open.csv => Err((
+                                    c,
+                                    "holds JSON message lists, which are not read from CSV \
+                                     here: convert the file with `burnish convert` first"
+                                        .to_owned(),
+                                )),
+                                _ => T::decode_batch(&b),
+                            });
+                        match decoded {
                             Ok(rows) => self.pending = rows.into_iter(),
                             Err((column, reason)) => {
                                 self.current = None;
@@ -475,8 +650,8 @@ impl<T: ArrowRow> Iterator for RowReader<T> {
             self.batch_start = 0;
             self.emitted_in_batch = 0;
             match self.open(idx) {
-                Ok(r) => {
-                    self.current = Some((idx, r));
+                Ok(open) => {
+                    self.current = Some(open);
                     self.cur_file = idx;
                 }
                 Err(e) => return Some(Err(e)),
@@ -485,13 +660,15 @@ impl<T: ArrowRow> Iterator for RowReader<T> {
     }
 }
 
+/// The Arrow schema of one data file (Parquet, Arrow IPC, or CSV with every column text).
+pub fn file_schema(path: &Path) -> Result<arrow::datatypes::SchemaRef> {
+    batches::schema(path, kind_of(path)?)
+}
+
 /// Opens one Parquet file's Arrow schema and row count (for `inspect`).
 pub fn parquet_schema(path: &Path) -> Result<(arrow::datatypes::SchemaRef, u64)> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let b =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| DataError::parquet(path, e))?;
     Ok((
-        b.schema().clone(),
-        b.metadata().file_metadata().num_rows() as u64,
+        batches::schema(path, FileKind::Parquet)?,
+        batches::count_rows(path, FileKind::Parquet)?,
     ))
 }

@@ -3,7 +3,8 @@
 //! Column names and shapes follow TRL: a prompt and its completions are either plain text
 //! ("standard" rows) or lists of `{role, content}` messages ("conversational" rows, rendered
 //! later with the tokenizer's chat template). A row is pairwise ([`PreferencePair`]), listwise
-//! ([`ListwiseRow`]) or a plain demonstration for supervised fine-tuning ([`PromptCompletion`]).
+//! ([`ListwiseRow`]), unpaired with a desirable/undesirable label ([`UnpairedRow`], for KTO), or
+//! a plain demonstration for supervised fine-tuning ([`PromptCompletion`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +209,8 @@ pub struct ListwiseRow {
     pub responses: Vec<Content>,
     /// Their ranks or scores, one per response.
     pub ranking: Ranking,
+    /// Cached reference log-prob of each response, summed over its tokens (column `ref_logps`).
+    pub ref_logps: Option<Vec<f32>>,
 }
 
 impl ListwiseRow {
@@ -230,6 +233,15 @@ impl ListwiseRow {
             && let Some(i) = s.iter().position(|x| !x.is_finite())
         {
             return Err(format!("score {i} is not a finite number"));
+        }
+        if let Some(r) = &self.ref_logps
+            && r.len() != self.responses.len()
+        {
+            return Err(format!(
+                "{} responses but {} reference log-probs",
+                self.responses.len(),
+                r.len()
+            ));
         }
         let conv = self.prompt.is_messages();
         for (i, r) in self.responses.iter().enumerate() {
@@ -265,6 +277,53 @@ impl PromptCompletion {
             prompt: prompt.into(),
             completion: completion.into(),
         }
+    }
+}
+
+/// One unpaired preference row (KTO): a completion labelled desirable (`true`) or undesirable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnpairedRow {
+    /// Optional stable identifier.
+    pub id: Option<String>,
+    /// The prompt.
+    pub prompt: Content,
+    /// The completion that is judged.
+    pub completion: Content,
+    /// True when the completion is desirable, false when it is undesirable.
+    pub label: bool,
+    /// Cached reference log-prob of the completion, summed over its tokens.
+    pub ref_logp: Option<f32>,
+    /// Cached reference log-prob of the mismatched completion KTO's KL estimate uses.
+    pub ref_kl_logp: Option<f32>,
+}
+
+impl UnpairedRow {
+    /// A row with no id and no cached reference log-probs.
+    pub fn new(prompt: impl Into<Content>, completion: impl Into<Content>, label: bool) -> Self {
+        UnpairedRow {
+            id: None,
+            prompt: prompt.into(),
+            completion: completion.into(),
+            label,
+            ref_logp: None,
+            ref_kl_logp: None,
+        }
+    }
+
+    /// True when prompt and completion are message lists.
+    pub fn is_conversational(&self) -> bool {
+        self.prompt.is_messages()
+    }
+
+    /// Checks that the completion is not empty and prompt and completion are of one kind.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.completion.is_messages() != self.prompt.is_messages() {
+            return Err("`completion` and `prompt` mix plain text and message lists".into());
+        }
+        if self.completion.is_empty() {
+            return Err("`completion` is empty".into());
+        }
+        Ok(())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Parquet writers for pairwise, listwise and supervised rows.
+//! Parquet writers for pairwise, listwise, unpaired (KTO) and supervised rows.
 //!
 //! Rows are buffered into Arrow record batches of a fixed row count and row groups are flushed
 //! at a byte budget, so writing, like reading, runs in bounded memory. The column kinds (plain
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch,
+    StringArray,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -20,7 +21,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::columns::{content_array, content_list_array, content_list_type, content_type};
 use crate::error::{DataError, Result};
-use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, Ranking};
+use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, Ranking, UnpairedRow};
 
 const ROWS_PER_BATCH: usize = 1024;
 // Row groups are buffered whole by the Parquet writer; 64 MiB keeps that bounded and still
@@ -234,6 +235,8 @@ pub struct ListwiseSchema {
     pub id: bool,
     /// Write `scores` (list of float64) instead of `ranks` (list of int64).
     pub scores: bool,
+    /// Write `ref_logps` (list of float32, one per response, nullable).
+    pub ref_logps: bool,
 }
 
 impl ListwiseSchema {
@@ -243,6 +246,7 @@ impl ListwiseSchema {
             messages: row.prompt.is_messages(),
             id: row.id.is_some(),
             scores: matches!(row.ranking, Ranking::Scores(_)),
+            ref_logps: row.ref_logps.is_some(),
         }
     }
 
@@ -268,6 +272,9 @@ impl ListwiseSchema {
             DataType::List(Arc::new(Field::new("item", item, false))),
             false,
         ));
+        if self.ref_logps {
+            f.push(Field::new("ref_logps", ref_logps_type(), true));
+        }
         Arc::new(Schema::new(f))
     }
 
@@ -280,8 +287,40 @@ impl ListwiseSchema {
         if matches!(row.ranking, Ranking::Scores(_)) != self.scores {
             return Err("the row's ranking kind (ranks or scores) differs from the file's".into());
         }
+        if let Some(r) = &row.ref_logps
+            && r.len() != row.responses.len()
+        {
+            return Err(format!(
+                "{} responses but {} reference log-probs",
+                row.responses.len(),
+                r.len()
+            ));
+        }
         Ok(())
     }
+}
+
+/// The type of the listwise `ref_logps` column.
+fn ref_logps_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float32, false)))
+}
+
+/// The `ref_logps` column of listwise rows; a row without them is null.
+fn ref_logps_array(rows: &[ListwiseRow]) -> ArrayRef {
+    let lengths = rows
+        .iter()
+        .map(|r| r.ref_logps.as_ref().map_or(0, Vec::len));
+    let values: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.ref_logps.iter().flatten().copied())
+        .collect();
+    let nulls: arrow::buffer::NullBuffer = rows.iter().map(|r| r.ref_logps.is_some()).collect();
+    Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(Float32Array::from(values)),
+        Some(nulls),
+    ))
 }
 
 /// Writes [`ListwiseRow`]s to a listwise Parquet file.
@@ -395,6 +434,9 @@ impl ListwiseWriter {
             ))
         };
         cols.push(ranking);
+        if self.schema.ref_logps {
+            cols.push(ref_logps_array(&rows));
+        }
         let batch = RecordBatch::try_new(self.arrow_schema.clone(), cols)
             .map_err(|e| DataError::arrow(&self.path, e))?;
         self.inner
@@ -499,6 +541,153 @@ impl PromptCompletionWriter {
         self.inner
             .write(&batch)
             .map_err(|e| DataError::parquet(&self.path, e))
+    }
+
+    /// Flushes and closes the file; returns the number of rows written.
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush_batch()?;
+        self.inner
+            .close()
+            .map_err(|e| DataError::parquet(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// Which columns an unpaired (KTO) file has: `prompt`, `completion`, `label` (boolean) always.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnpairedSchema {
+    /// Prompt and completion are message lists.
+    pub messages: bool,
+    /// Write an `id` column (Utf8, nullable).
+    pub id: bool,
+    /// Write `ref_logp` and `ref_kl_logp` (float32, nullable).
+    pub ref_logps: bool,
+}
+
+impl UnpairedSchema {
+    /// The schema that holds everything this row has.
+    pub fn of(row: &UnpairedRow) -> Self {
+        UnpairedSchema {
+            messages: row.is_conversational(),
+            id: row.id.is_some(),
+            ref_logps: row.ref_logp.is_some() || row.ref_kl_logp.is_some(),
+        }
+    }
+
+    /// The Arrow schema written.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let mut f = Vec::new();
+        if self.id {
+            f.push(Field::new("id", DataType::Utf8, true));
+        }
+        f.push(Field::new("prompt", content_type(self.messages), false));
+        f.push(Field::new("completion", content_type(self.messages), false));
+        f.push(Field::new("label", DataType::Boolean, false));
+        if self.ref_logps {
+            f.push(Field::new("ref_logp", DataType::Float32, true));
+            f.push(Field::new("ref_kl_logp", DataType::Float32, true));
+        }
+        Arc::new(Schema::new(f))
+    }
+
+    /// Whether a row fits the file: its contents must be of the file's kind.
+    pub fn accepts(&self, row: &UnpairedRow) -> std::result::Result<(), String> {
+        kind_check("prompt", &row.prompt, self.messages)?;
+        kind_check("completion", &row.completion, self.messages)
+    }
+}
+
+/// Writes [`UnpairedRow`]s to an unpaired (KTO) Parquet file.
+pub struct UnpairedWriter {
+    path: PathBuf,
+    schema: UnpairedSchema,
+    arrow_schema: SchemaRef,
+    inner: ArrowWriter<File>,
+    buffer: Vec<UnpairedRow>,
+    rows: u64,
+}
+
+impl UnpairedWriter {
+    /// Creates (or truncates) `path`.
+    pub fn create(path: impl AsRef<Path>, schema: UnpairedSchema) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let arrow_schema = schema.arrow_schema();
+        let inner = open_writer(&path, arrow_schema.clone())?;
+        Ok(UnpairedWriter {
+            path,
+            schema,
+            arrow_schema,
+            inner,
+            buffer: Vec::with_capacity(ROWS_PER_BATCH),
+            rows: 0,
+        })
+    }
+
+    /// The file's column layout.
+    pub fn schema(&self) -> UnpairedSchema {
+        self.schema
+    }
+
+    /// Appends one row; fails if its kind of content does not fit the file.
+    pub fn write(&mut self, row: UnpairedRow) -> Result<()> {
+        self.schema
+            .accepts(&row)
+            .map_err(|reason| DataError::Invalid {
+                path: self.path.clone(),
+                reason,
+            })?;
+        self.buffer.push(row);
+        self.rows += 1;
+        if self.buffer.len() >= ROWS_PER_BATCH {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.buffer);
+        let bad = |e: String| DataError::Invalid {
+            path: self.path.clone(),
+            reason: e,
+        };
+        let mut cols: Vec<ArrayRef> = Vec::new();
+        if self.schema.id {
+            cols.push(Arc::new(
+                rows.iter()
+                    .map(|r| r.id.as_deref())
+                    .collect::<StringArray>(),
+            ));
+        }
+        let m = self.schema.messages;
+        cols.push(
+            content_array(&rows.iter().map(|r| &r.prompt).collect::<Vec<_>>(), m).map_err(bad)?,
+        );
+        cols.push(
+            content_array(&rows.iter().map(|r| &r.completion).collect::<Vec<_>>(), m)
+                .map_err(bad)?,
+        );
+        cols.push(Arc::new(
+            rows.iter().map(|r| Some(r.label)).collect::<BooleanArray>(),
+        ));
+        if self.schema.ref_logps {
+            cols.push(Arc::new(
+                rows.iter().map(|r| r.ref_logp).collect::<Float32Array>(),
+            ));
+            cols.push(Arc::new(
+                rows.iter().map(|r| r.ref_kl_logp).collect::<Float32Array>(),
+            ));
+        }
+        let batch = RecordBatch::try_new(self.arrow_schema.clone(), cols)
+            .map_err(|e| DataError::arrow(&self.path, e))?;
+        self.inner
+            .write(&batch)
+            .map_err(|e| DataError::parquet(&self.path, e))?;
+        self.buffer = rows;
+        self.buffer.clear();
+        Ok(())
     }
 
     /// Flushes and closes the file; returns the number of rows written.

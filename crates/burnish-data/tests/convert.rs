@@ -212,6 +212,7 @@ fn list(ranking: Ranking, n: usize) -> ListwiseRow {
         prompt: "p".into(),
         responses: (0..n).map(|i| Content::Text(format!("r{i}"))).collect(),
         ranking,
+        ref_logps: None,
     }
 }
 

@@ -174,12 +174,14 @@ fn listwise_and_supervised_rows_round_trip() {
             prompt: Content::Text("p".into()),
             responses: vec!["a".into(), "b".into(), "c".into()],
             ranking: Ranking::Ranks(vec![1, 0, 1]),
+            ref_logps: None,
         },
         ListwiseRow {
             id: None,
             prompt: Content::Text("q".into()),
             responses: vec!["x".into(), "y".into()],
             ranking: Ranking::Ranks(vec![0, 1]),
+            ref_logps: None,
         },
     ];
     let mut w = ListwiseWriter::create(&lpath, ListwiseSchema::of(&rows[0])).unwrap();

@@ -310,6 +310,7 @@ fn lists(n: usize, seed: u32) -> Vec<burnish_data::TokenizedList> {
                 // Best first in the ranks; shuffled order in the list.
                 response_ids: vec![vec![b, 61, 2], vec![a, a, 2], vec![a, 60 - (i % 5), 2]],
                 ranking: burnish_data::Ranking::Ranks(vec![2, 0, 1]),
+                ref_logps: None,
             }
         })
         .collect()
