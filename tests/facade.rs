@@ -9,7 +9,7 @@ use burnish::burn::backend::{Autodiff, Flex};
 use burnish::burn::module::AutodiffModule;
 use burnish::data::{
     ListwiseRow, ListwiseSchema, ListwiseWriter, PairSchema, PairWriter, PreferencePair, Ranking,
-    ReaderBuilder, UnpairedRow, UnpairedWriter,
+    ReaderBuilder, UnpairedRow, UnpairedSchema, UnpairedWriter,
 };
 use burnish::model::CausalLm;
 use burnish::train::config::TrainingConfig;
@@ -89,7 +89,7 @@ fn write_unpaired(path: &Path, n: usize) {
             ref_kl_logp: None,
         })
         .collect();
-    let mut writer = UnpairedWriter::create(path, false, false).expect("writer");
+    let mut writer = UnpairedWriter::create(path, UnpairedSchema::of(&rows[0])).expect("writer");
     for row in rows {
         writer.write(row).expect("write");
     }
@@ -154,12 +154,21 @@ fn score(model: &CausalLm<Flex>, config: &TrainingConfig, prompt: &str, completi
 /// The held-out loss fell, the export reloads to the trained weights' scores.
 fn check_run(summary: &RunSummary<B>, config: &TrainingConfig, what: &str) {
     let before = summary.initial_eval.as_ref().expect("held-out rows before");
-    let after = summary.outcome.last_eval.as_ref().expect("held-out rows after");
+    let after = summary
+        .outcome
+        .last_eval
+        .as_ref()
+        .expect("held-out rows after");
     println!(
         "{what}: held-out loss {:.4} -> {:.4}, metrics {:?}",
         before.loss, after.loss, after.metrics
     );
-    assert!(after.loss < before.loss, "{what}: held-out loss {} -> {}", before.loss, after.loss);
+    assert!(
+        after.loss < before.loss,
+        "{what}: held-out loss {} -> {}",
+        before.loss,
+        after.loss
+    );
     let exported = summary.final_dir.as_ref().expect("exported");
     let reloaded = CausalLm::<Flex>::from_pretrained(exported, &device()).expect("reloads");
     let trained = summary.outcome.model.valid();
@@ -167,7 +176,10 @@ fn check_run(summary: &RunSummary<B>, config: &TrainingConfig, what: &str) {
         score(&trained, config, "The film #0", GOOD[0]),
         score(&reloaded, config, "The film #0", GOOD[0]),
     );
-    assert!((a - b).abs() < 1e-5, "{what}: export scores {b}, the trained model {a}");
+    assert!(
+        (a - b).abs() < 1e-5,
+        "{what}: export scores {b}, the trained model {a}"
+    );
 }
 
 #[test]
@@ -195,7 +207,10 @@ fn pairwise_dpo_on_precomputed_reference_and_orpo() {
     let cfg = config(dir.path(), &cached, "loss_type = \"sigmoid\"", 12);
     let expected = score(&reference, &cfg, &prompt(0), GOOD[0]);
     let cached_logp = rows[0].ref_chosen_logp.expect("cached");
-    assert!((cached_logp - expected).abs() < 1e-4, "{cached_logp} vs {expected}");
+    assert!(
+        (cached_logp - expected).abs() < 1e-4,
+        "{cached_logp} vs {expected}"
+    );
 
     let summary = run_dpo::<B>(&cfg, &quiet(), &device()).expect("dpo");
     check_run(&summary, &cfg, "dpo");
@@ -203,7 +218,16 @@ fn pairwise_dpo_on_precomputed_reference_and_orpo() {
     let orpo = config(&dir.path().join("orpo"), &data, "loss_type = \"orpo\"", 12);
     let summary = run_dpo::<B>(&orpo, &quiet(), &device()).expect("orpo");
     check_run(&summary, &orpo, "orpo");
-    assert!(summary.outcome.last_eval.as_ref().expect("eval").metrics.get("nll_loss").is_some());
+    assert!(
+        summary
+            .outcome
+            .last_eval
+            .as_ref()
+            .expect("eval")
+            .metrics
+            .get("nll_loss")
+            .is_some()
+    );
 }
 
 #[test]
@@ -235,21 +259,40 @@ fn listwise_pro_plackett_luce_and_kwise_reward() {
         .collect::<Result<_, _>>()
         .expect("rows");
     assert_eq!(rows[0].ref_logps.as_ref().map(Vec::len), Some(4));
-    let pl = config(&dir.path().join("pl"), &cached, "loss_type = \"plackett_luce\"", 10);
+    let pl = config(
+        &dir.path().join("pl"),
+        &cached,
+        "loss_type = \"plackett_luce\"",
+        10,
+    );
     let summary = run_dpo::<B>(&pl, &quiet(), &device()).expect("plackett_luce");
     check_run(&summary, &pl, "plackett_luce");
 
     // A pairwise loss on rankings says how to pair them.
-    let sigmoid = config(&dir.path().join("sigmoid"), &data, "loss_type = \"sigmoid\"", 2);
+    let sigmoid = config(
+        &dir.path().join("sigmoid"),
+        &data,
+        "loss_type = \"sigmoid\"",
+        2,
+    );
     let error = run_dpo::<B>(&sigmoid, &quiet(), &device())
         .err()
         .expect("pairwise loss on listwise data");
     assert!(error.to_string().contains("--pairing"), "{error}");
 
-    let reward = config(&dir.path().join("rm"), &data, "loss_type = \"bradley_terry\"", 10);
+    let reward = config(
+        &dir.path().join("rm"),
+        &data,
+        "loss_type = \"bradley_terry\"",
+        10,
+    );
     let summary = run_reward::<B>(&reward, &quiet(), &device()).expect("k-wise reward");
     let after = summary.outcome.last_eval.as_ref().expect("eval");
-    assert!(after.metrics.get("accuracy").is_some(), "{:?}", after.metrics);
+    assert!(
+        after.metrics.get("accuracy").is_some(),
+        "{:?}",
+        after.metrics
+    );
     assert!(
         after.loss < summary.initial_eval.as_ref().expect("eval").loss,
         "K-wise held-out loss falls"
@@ -266,7 +309,10 @@ fn kto_on_unpaired_rows() {
     check_run(&summary, &cfg, "kto");
     let metrics = &summary.outcome.last_eval.as_ref().expect("eval").metrics;
     for name in ["kl", "rewards/chosen", "rewards/rejected"] {
-        assert!(metrics.get(name).is_some(), "{name} missing from {metrics:?}");
+        assert!(
+            metrics.get(name).is_some(),
+            "{name} missing from {metrics:?}"
+        );
     }
     let apo = config(
         &dir.path().join("apo"),

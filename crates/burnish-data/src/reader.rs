@@ -369,6 +369,16 @@ impl ReaderBuilder {
         self
     }
 
+    /// The file column read as the TRL column `trl_name`, when a mapping names it (the last
+    /// mapping of that name wins, as when reading).
+    pub fn mapped_column(&self, trl_name: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .rev()
+            .find(|(trl, _)| trl == trl_name)
+            .map(|(_, file)| file.as_str())
+    }
+
     /// The data files the inputs stand for, folders expanded (the chosen split's shards).
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let mut files = Vec::new();

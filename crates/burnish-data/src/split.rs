@@ -5,7 +5,7 @@
 //! machines, file orderings and shuffles. The hash is FNV-1a followed by a SplitMix64 finaliser,
 //! both fixed here, because the standard library's hasher may change between Rust versions.
 
-use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, PromptRow};
+use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion, PromptRow, UnpairedRow};
 
 /// Which subset a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,6 +92,18 @@ impl SplitKey for ListwiseRow {
             None => {
                 hash_content(&self.prompt, h);
                 self.responses.iter().for_each(|r| hash_content(r, h));
+            }
+        }
+    }
+}
+
+impl SplitKey for UnpairedRow {
+    fn split_key(&self, h: &mut StableHasher) {
+        match &self.id {
+            Some(id) => h.write_str(id),
+            None => {
+                hash_content(&self.prompt, h);
+                hash_content(&self.completion, h);
             }
         }
     }

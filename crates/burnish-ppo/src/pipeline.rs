@@ -15,8 +15,8 @@ use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, copy_tokenizer
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::SftObjective;
 use burnish_train::pipeline::{
-    DataReport, EvalSource, PipelineError, collator_for, load_prompt_completions, load_prompts,
-    model_dir, prepare_output, run_encoder, train_file,
+    DataInput, DataReport, PipelineError, collator_for, load_prompt_completions, load_prompts,
+    model_dir, prepare_output, run_encoder,
 };
 use burnish_train::plot::{CurveSpec, plot_curves};
 use burnish_train::trainer::RunOptions;
@@ -137,8 +137,7 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     let encoder = run_encoder(config)?;
     let out = config.train.output_dir.clone();
     let (prompts, held_out, data) = load_prompts(
-        &train_file(config)?,
-        EvalSource::of(config),
+        &DataInput::of(config)?,
         &encoder,
         &out.join("rejects.jsonl"),
     )?;
@@ -217,8 +216,7 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
             message: "is required when ptx_coef > 0".into(),
         })?;
         let (rows, _, _) = load_prompt_completions(
-            path,
-            EvalSource::Fraction(0.0),
+            &DataInput::all_train(path),
             &encoder,
             &out.join("ptx_rejects.jsonl"),
         )?;

@@ -14,8 +14,8 @@ use burnish_data::{
     TokenizedPromptCompletion,
 };
 use burnish_losses::{
-    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardListInputs, RewardLoss,
-    RewardPairInputs, ranks_from_scores,
+    ListwiseInputs, PairwiseInputs, PreferenceLoss, RewardListInputs, RewardLoss, RewardPairInputs,
+    ranks_from_scores,
 };
 use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, ScoredTokens, split_pair};
 

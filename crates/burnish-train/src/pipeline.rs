@@ -16,9 +16,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burnish_data::split::SplitKey;
 use burnish_data::{
     Collator, DataError, EncodeError, Encoder, EncoderConfig, ListwiseRow, ListwiseSchema,
-    ListwiseWriter, PairSchema, PairWriter,
-    PreferencePair, PromptCompletion, PromptRow, ReaderBuilder, RowReader, Split, Subset,
-    TokenizedList, TokenizedPair, TokenizedPromptCompletion, UnpairedRow,
+    ListwiseWriter, PairSchema, PairWriter, PreferencePair, PromptCompletion, PromptRow,
+    ReaderBuilder, RowReader, Split, Subset, TokenizedList, TokenizedPair,
+    TokenizedPromptCompletion, UnpairedRow,
 };
 use burnish_losses::{InputKind, LossError, PreferenceLoss, RewardLoss, UnpairedLoss};
 use burnish_model::{
@@ -33,11 +33,11 @@ use crate::objectives::{
     ListwiseObjective, PreferenceObjective, RewardListObjective, RewardObjective, SftObjective,
     precompute_list_reference, precompute_reference, reference_batch_size,
 };
+use crate::progress::Progress;
+use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
 use crate::unpaired::{
     KtoObjective, TokenizedUnpaired, pair_mismatched, precompute_unpaired_reference,
 };
-use crate::progress::Progress;
-use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
 
 /// Errors of the high-level entry points; each message names the file or key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -148,17 +148,59 @@ impl<'a> EvalSource<'a> {
     }
 }
 
-/// Reads rows of `train` (and the eval file), splits, tokenizes in parallel; rejects go to `rejects`.
+/// A run's data: the training file (or folder), where the held-out rows come from, and how to
+/// read them (the split of a `datasets` folder, the column mapping).
+#[derive(Debug, Clone)]
+pub struct DataInput<'a> {
+    /// The training data: a Parquet, Arrow IPC or CSV file, or a folder of them.
+    pub train: PathBuf,
+    /// Where the evaluation rows come from.
+    pub eval: EvalSource<'a>,
+    /// A reader with the split and column mapping set and no paths; each file is added to it.
+    pub reader: ReaderBuilder,
+}
+
+impl<'a> DataInput<'a> {
+    /// `[data] train`, `eval` / `eval_fraction`, `split` and `columns` of a run's config.
+    pub fn of(config: &'a TrainingConfig) -> Result<Self, PipelineError> {
+        let mut reader = ReaderBuilder::new().column_map(config.data.columns.clone());
+        if let Some(split) = &config.data.split {
+            reader = reader.split(split.clone());
+        }
+        Ok(DataInput {
+            train: train_file(config)?,
+            eval: EvalSource::of(config),
+            reader,
+        })
+    }
+
+    /// Every row of `path` for training, none held out, read with TRL's column names.
+    pub fn all_train(path: &Path) -> Self {
+        DataInput {
+            train: path.to_path_buf(),
+            eval: EvalSource::Fraction(0.0),
+            reader: ReaderBuilder::new(),
+        }
+    }
+
+    /// The reader of one of the run's files.
+    pub fn read(&self, path: &Path) -> ReaderBuilder {
+        self.reader.clone().path(path)
+    }
+}
+
+/// Reads rows of the training data (and the eval file), splits, tokenizes in parallel; rejects
+/// go to `rejects`.
 fn load_rows<R, T>(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     rejects: &Path,
-    read: impl Fn(&Path) -> Result<RowReader<R>, DataError>,
+    read: impl Fn(ReaderBuilder) -> Result<RowReader<R>, DataError>,
     encode: impl Fn(&[R]) -> Vec<Result<T, EncodeError>>,
 ) -> Result<(Vec<T>, Vec<T>, DataReport), PipelineError>
 where
     R: SplitKey + burnish_data::ArrowRow,
 {
+    let (train, eval) = (input.train.as_path(), input.eval);
     let mut report = DataReport::default();
     let mut rejects = Rejects::new(rejects.to_path_buf());
     let (mut train_rows, mut eval_rows) = (Vec::new(), Vec::new());
@@ -172,7 +214,7 @@ where
         EvalSource::Fraction(f) => Some(Split::new(f)),
     };
     for (path, held_out) in files {
-        let rows: Vec<R> = read(path)?.collect::<Result<_, _>>()?;
+        let rows: Vec<R> = read(input.read(path))?.collect::<Result<_, _>>()?;
         report.read += rows.len() as u64;
         let subsets: Vec<bool> = rows
             .iter()
@@ -215,24 +257,21 @@ where
 /// Reads, splits and tokenizes pairwise rows; rows that fail to encode are counted and written to
 /// `rejects` (JSON Lines), never dropped silently.
 pub fn load_pairs(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     encoder: &Encoder,
     rejects: &Path,
 ) -> Result<(Vec<TokenizedPair>, Vec<TokenizedPair>, DataReport), PipelineError> {
     load_rows(
-        train,
-        eval,
+        input,
         rejects,
-        |p| ReaderBuilder::new().path(p).pairs(),
+        |r| r.pairs(),
         |rows: &[PreferencePair]| encoder.encode_pairs(rows),
     )
 }
 
 /// Reads, splits and tokenizes prompt/completion rows (supervised fine-tuning), like [`load_pairs`].
 pub fn load_prompt_completions(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     encoder: &Encoder,
     rejects: &Path,
 ) -> Result<
@@ -244,10 +283,9 @@ pub fn load_prompt_completions(
     PipelineError,
 > {
     load_rows(
-        train,
-        eval,
+        input,
         rejects,
-        |p| ReaderBuilder::new().path(p).prompt_completions(),
+        |r| r.prompt_completions(),
         |rows: &[PromptCompletion]| encoder.encode_prompt_completions(rows),
     )
 }
@@ -255,16 +293,14 @@ pub fn load_prompt_completions(
 /// Reads, splits and tokenizes listwise rows (`prompt`, `responses`, `ranks` or `scores`), like
 /// [`load_pairs`].
 pub fn load_lists(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     encoder: &Encoder,
     rejects: &Path,
 ) -> Result<(Vec<TokenizedList>, Vec<TokenizedList>, DataReport), PipelineError> {
     load_rows(
-        train,
-        eval,
+        input,
         rejects,
-        |p| ReaderBuilder::new().path(p).listwise(),
+        |r| r.listwise(),
         |rows: &[ListwiseRow]| encoder.encode_lists(rows),
     )
 }
@@ -272,16 +308,14 @@ pub fn load_lists(
 /// Reads, splits and tokenizes unpaired rows (`prompt`, `completion`, `label`), like
 /// [`load_pairs`]; the mismatched completions of KTO's reference point are not assigned yet.
 pub fn load_unpaired(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     encoder: &Encoder,
     rejects: &Path,
 ) -> Result<(Vec<TokenizedUnpaired>, Vec<TokenizedUnpaired>, DataReport), PipelineError> {
     load_rows(
-        train,
-        eval,
+        input,
         rejects,
-        |p| ReaderBuilder::new().path(p).unpaired(),
+        |r| r.unpaired(),
         |rows: &[UnpairedRow]| {
             let demonstrations: Vec<PromptCompletion> = rows
                 .iter()
@@ -296,7 +330,8 @@ pub fn load_unpaired(
                 .into_iter()
                 .zip(rows)
                 .map(|(encoded, row)| {
-                    encoded.map(|t| TokenizedUnpaired::new(t.prompt_ids, t.completion_ids, row.label))
+                    encoded
+                        .map(|t| TokenizedUnpaired::new(t.prompt_ids, t.completion_ids, row.label))
                 })
                 .collect()
         },
@@ -309,16 +344,14 @@ pub type TokenIds = Vec<u32>;
 /// Reads, splits and tokenizes prompts (a `prompt` column; messages get the chat template's
 /// generation prompt), like [`load_pairs`].
 pub fn load_prompts(
-    train: &Path,
-    eval: EvalSource<'_>,
+    input: &DataInput<'_>,
     encoder: &Encoder,
     rejects: &Path,
 ) -> Result<(Vec<TokenIds>, Vec<TokenIds>, DataReport), PipelineError> {
     load_rows(
-        train,
-        eval,
+        input,
         rejects,
-        |p| ReaderBuilder::new().path(p).prompts(),
+        |r| r.prompts(),
         |rows: &[PromptRow]| encoder.encode_prompts(rows),
     )
 }
@@ -504,11 +537,12 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     let model_path = model_dir(config)?;
     let loss: PreferenceLoss = loss_from_table(&config.loss)?;
     loss.validate()?;
-    if is_listwise(&train_file(config)?)? {
+    let input = DataInput::of(config)?;
+    if is_listwise(&input)? {
         if loss.input_kind() != InputKind::Listwise {
             return Err(PipelineError::Invalid(format!(
                 "{}: the data are listwise (`responses` with `ranks` or `scores`) but loss `{}` is pairwise; use `loss_type = \"pro\"` or `\"plackett_luce\"`, or pair the rankings with `burnish convert --from ranking --pairing all-pairs`",
-                train_file(config)?.display(),
+                input.train.display(),
                 loss.name()
             )));
         }
@@ -517,8 +551,7 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
     let (mut train_pairs, mut eval_pairs, data) = load_pairs(
-        &train_file(config)?,
-        EvalSource::of(config),
+        &DataInput::of(config)?,
         &encoder,
         &out.join("rejects.jsonl"),
     )?;
@@ -556,13 +589,21 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     finish_run(policy, &objective, config, options, data, device)
 }
 
-/// True when the data at `path` are listwise (a `responses` column).
-pub fn is_listwise(path: &Path) -> Result<bool, PipelineError> {
-    Ok(ReaderBuilder::new()
-        .path(path)
-        .column_names()?
-        .iter()
-        .any(|c| c == "responses"))
+/// True when the training data are listwise: a `responses` column (or the file column mapped
+/// to it), in the first data file.
+pub fn is_listwise(input: &DataInput<'_>) -> Result<bool, PipelineError> {
+    let column = input
+        .reader
+        .mapped_column("responses")
+        .unwrap_or("responses")
+        .to_owned();
+    let files = input.read(&input.train).files()?;
+    match files.first() {
+        Some(first) => Ok(burnish_data::reader::file_schema(first)?
+            .column_with_name(&column)
+            .is_some()),
+        None => Ok(false),
+    }
 }
 
 /// The reference a run trains against: `model.reference`, else the starting policy.
@@ -589,8 +630,7 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
     let (mut train_rows, mut eval_rows, data) = load_lists(
-        &train_file(config)?,
-        EvalSource::of(config),
+        &DataInput::of(config)?,
         &encoder,
         &out.join("rejects.jsonl"),
     )?;
@@ -636,8 +676,7 @@ pub fn run_kto<B: ModelAutodiffBackend>(
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
     let (mut train_rows, mut eval_rows, data) = load_unpaired(
-        &train_file(config)?,
-        EvalSource::of(config),
+        &DataInput::of(config)?,
         &encoder,
         &out.join("rejects.jsonl"),
     )?;
@@ -681,8 +720,7 @@ pub fn run_sft<B: ModelAutodiffBackend>(
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
     let (train_rows, eval_rows, data) = load_prompt_completions(
-        &train_file(config)?,
-        EvalSource::of(config),
+        &DataInput::of(config)?,
         &encoder,
         &out.join("rejects.jsonl"),
     )?;
@@ -710,9 +748,8 @@ pub fn run_reward<B: ModelAutodiffBackend>(
     loss.validate()?;
     let encoder = run_encoder(config)?;
     let out = &config.train.output_dir;
-    let train = train_file(config)?;
+    let input = DataInput::of(config)?;
     let rejects = out.join("rejects.jsonl");
-    let eval = EvalSource::of(config);
     // Seeded so that a resumed run builds the same head before loading the checkpoint.
     B::seed(device, config.train.seed);
     let mut model = CausalLm::<B>::from_pretrained(&model_path, device)?;
@@ -720,8 +757,8 @@ pub fn run_reward<B: ModelAutodiffBackend>(
         model = model.with_reward_head(device);
     }
     let collator = collator_for(&encoder);
-    if is_listwise(&train)? {
-        let (train_rows, eval_rows, data) = load_lists(&train, eval, &encoder, &rejects)?;
+    if is_listwise(&input)? {
+        let (train_rows, eval_rows, data) = load_lists(&input, &encoder, &rejects)?;
         let objective = RewardListObjective::<B> {
             train: train_rows,
             eval: eval_rows,
@@ -731,7 +768,7 @@ pub fn run_reward<B: ModelAutodiffBackend>(
         };
         return finish_run(model, &objective, config, options, data, device);
     }
-    let (train_pairs, eval_pairs, data) = load_pairs(&train, eval, &encoder, &rejects)?;
+    let (train_pairs, eval_pairs, data) = load_pairs(&input, &encoder, &rejects)?;
     let objective = RewardObjective::<B> {
         train: train_pairs,
         eval: eval_pairs,
@@ -792,7 +829,7 @@ impl Default for PrecomputeOptions {
 /// tokenize: its cache is cleared) and hands every row to `write`, in order. Rows that do not
 /// tokenize are counted and written to the rejects file; `read = written`.
 #[allow(clippy::too_many_arguments)]
-fn precompute_chunks<R, T>(
+fn precompute_chunks<R: burnish_data::ArrowRow, T>(
     input: &Path,
     output: &Path,
     rows: RowReader<R>,
@@ -830,7 +867,7 @@ fn precompute_chunks<R, T>(
         let mut scored = ok.iter().zip(&slots).peekable();
         for (i, row) in chunk.iter_mut().enumerate() {
             match scored.peek() {
-                Some((t, &slot)) if slot == i => {
+                Some((t, slot)) if **slot == i => {
                     attach(row, Some(t));
                     scored.next();
                 }
@@ -1055,7 +1092,7 @@ fn load_rows_all_eval(
     rejects: &Path,
 ) -> Result<(Vec<TokenizedPair>, Vec<TokenizedPair>, DataReport), PipelineError> {
     // Hold nothing out, then call every row held out.
-    let (all, _, mut report) = load_pairs(data, EvalSource::Fraction(0.0), encoder, rejects)?;
+    let (all, _, mut report) = load_pairs(&DataInput::all_train(data), encoder, rejects)?;
     report.eval = report.train;
     report.train = 0;
     Ok((Vec::new(), all, report))

@@ -153,11 +153,7 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
         loss_sum += scalar(&batch.loss) * weight;
         sums.add(&batch.metrics, weight);
     }
-    Ok(Some((
-        loss_sum / n as f64,
-        n as u64,
-        sums.mean(),
-    )))
+    Ok(Some((loss_sum / n as f64, n as u64, sums.mean())))
 }
 
 /// Trains `model` on `objective` as `config` says; returns the trained model.

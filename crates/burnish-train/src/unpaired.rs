@@ -176,8 +176,7 @@ impl<B: ModelAutodiffBackend> BatchObjective<B> for KtoObjective<B> {
             .collect::<Result<_, _>>()?;
         let (policy, tokens) = sequence_logps(model, &self.collator, &matched(rows), &self.device);
         let labels = rows.iter().map(|r| r.label).collect();
-        let mut inputs =
-            UnpairedInputs::new(policy, vector::<B>(&reference, &self.device), labels);
+        let mut inputs = UnpairedInputs::new(policy, vector::<B>(&reference, &self.device), labels);
         if self.loss.needs_kl() {
             let reference_kl: Vec<f32> = rows
                 .iter()

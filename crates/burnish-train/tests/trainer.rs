@@ -414,7 +414,11 @@ fn kto_improves_the_held_out_objective() {
     // At the start the policy is the reference: every implicit reward and the KL are 0.
     assert!(before.2.get("rewards/chosen").unwrap().abs() < 1e-5);
     assert!(before.2.get("kl").unwrap().abs() < 1e-5);
-    assert!((before.0 - 0.5).abs() < 1e-5, "1 - sigma(0) = 0.5, got {}", before.0);
+    assert!(
+        (before.0 - 0.5).abs() < 1e-5,
+        "1 - sigma(0) = 0.5, got {}",
+        before.0
+    );
     let mut cfg = config(tmp.path(), 40);
     cfg.train.checkpoint_every = 0;
     let trained = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
@@ -431,8 +435,16 @@ fn kto_improves_the_held_out_objective() {
         after.0,
         after.2.get("kl").unwrap()
     );
-    assert!(after.0 < before.0 - 0.05, "held-out loss {} -> {}", before.0, after.0);
-    assert!(chosen > rejected + 0.1, "chosen {chosen} vs rejected {rejected}");
+    assert!(
+        after.0 < before.0 - 0.05,
+        "held-out loss {} -> {}",
+        before.0,
+        after.0
+    );
+    assert!(
+        chosen > rejected + 0.1,
+        "chosen {chosen} vs rejected {rejected}"
+    );
 }
 
 #[test]
@@ -464,7 +476,10 @@ fn orpo_trains_without_a_reference() {
     );
     assert!(after.0 < before.0 - 0.1);
     assert!(nll_after < nll_before, "the SFT term falls");
-    assert!(odds_after > odds_before + 0.5, "the chosen completion's odds rise");
+    assert!(
+        odds_after > odds_before + 0.5,
+        "the chosen completion's odds rise"
+    );
 }
 
 #[test]
@@ -494,6 +509,14 @@ fn kwise_reward_model_learns_held_out_rankings() {
         "held-out K-wise loss {:.4} -> {:.4}, pair accuracy {accuracy:.3}",
         before.0, after.0
     );
-    assert!(after.0 < before.0 - 0.1, "held-out loss {} -> {}", before.0, after.0);
-    assert!(accuracy > 0.8, "held-out pair accuracy {accuracy} (chance 0.5)");
+    assert!(
+        after.0 < before.0 - 0.1,
+        "held-out loss {} -> {}",
+        before.0,
+        after.0
+    );
+    assert!(
+        accuracy > 0.8,
+        "held-out pair accuracy {accuracy} (chance 0.5)"
+    );
 }
