@@ -2,7 +2,9 @@
 //!
 //! The conversion itself lives in `burnish_data::convert`; this file maps flags to options and
 //! prints the counts. Every input record is written or rejected; the counts printed add up, and
-//! any reject makes the command fail unless `--allow-rejects` is given.
+//! any reject makes the command fail unless `--allow-rejects` is given. Inputs are files of any
+//! kind the data crate reads and Hugging Face `datasets` folders; `--column TRL=FILE` reads a
+//! file column under a TRL name, so no input has to be rewritten first.
 
 use std::path::PathBuf;
 
@@ -14,12 +16,27 @@ use burnish::data::{Encoder, EncoderConfig};
 /// Arguments of `burnish convert`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Input format: trl, hh-rlhf, sharegpt (LLaMA-Factory), openai, ultrafeedback, ranking, scores.
+    /// Input format: trl, hh-rlhf, sharegpt (LLaMA-Factory), openai, ultrafeedback, ranking,
+    /// scores, kto (unpaired: TRL prompt/completion/label or LLaMA-Factory messages + label).
     #[arg(long = "from", value_parser = parse_format)]
     pub from: InputFormat,
-    /// JSON or JSON Lines files (optionally .gz), read in order as one data set.
+    /// Files and folders, read in order as one data set: JSON or JSON Lines (optionally .gz),
+    /// Parquet, Arrow IPC (.arrow, file or stream format), CSV with a header row (cells holding
+    /// JSON lists or objects are parsed as JSON), and Hugging Face `datasets` folders
+    /// (save_to_disk, DatasetDict, or Hub-style data/<split>-00000-of-0000N.<ext> shards).
     #[arg(long, num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
+    /// Read a file column under a TRL name: `--column prompt=question` reads the input's
+    /// `question` as `prompt`. Repeatable.
+    #[arg(long = "column", value_name = "TRL=FILE", value_parser = parse_column)]
+    pub columns: Vec<(String, String)>,
+    /// The split to read from folders that hold several (default: train).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// What to write: pairs (default), or unpaired (KTO) rows, a desirable row from each
+    /// chosen and an undesirable one from each rejected. `--from kto` always writes unpaired.
+    #[arg(long = "to", value_enum)]
+    pub to: Option<OutputKind>,
     /// The Parquet file to write.
     #[arg(long)]
     pub output: PathBuf,
@@ -49,12 +66,41 @@ pub struct ConvertArgs {
     pub max_length: Option<usize>,
 }
 
+/// The kinds of output rows `--to` picks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Pairwise rows (listwise rows with `--pairing listwise`).
+    Pairs,
+    /// Unpaired rows with a boolean `label` (KTO).
+    Unpaired,
+}
+
 fn parse_format(s: &str) -> Result<InputFormat, String> {
     s.parse()
 }
 
+/// `TRL=FILE` -> (TRL name, file column).
+fn parse_column(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((trl, file)) if !trl.trim().is_empty() && !file.trim().is_empty() => {
+            Ok((trl.trim().to_owned(), file.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "`{s}` is not TRL=FILE (e.g. prompt=question: the file's `question` read as `prompt`)"
+        )),
+    }
+}
+
 /// Runs `burnish convert`.
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
+    if args.from == InputFormat::Kto && args.to == Some(OutputKind::Pairs) {
+        bail!("--from kto gives unpaired rows only; --to pairs cannot be written from it");
+    }
+    for (i, (trl, _)) in args.columns.iter().enumerate() {
+        if args.columns[..i].iter().any(|(t, _)| t == trl) {
+            bail!("--column maps `{trl}` twice");
+        }
+    }
     let encoder = match &args.tokenizer {
         Some(t) => Some(Encoder::from_files(
             t,
@@ -75,6 +121,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| default_rejects_path(&args.output)),
         encoder: encoder.as_ref(),
+        unpaired: args.to == Some(OutputKind::Unpaired),
+        columns: args.columns.clone(),
+        split: args.split.clone(),
     };
     let report = convert(&args.input, &args.output, &options)?;
     println!(

@@ -11,7 +11,8 @@ use burnish::data::{Encoder, EncoderConfig};
 /// Arguments of `burnish inspect`.
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    /// Parquet files or folders, read as one data set.
+    /// Parquet, Arrow IPC or CSV files, or folders (also `datasets` folders: their `train`
+    /// split), read as one data set.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// A tokenizer.json (tokenizer_config.json beside it gives the chat template): lengths in tokens.

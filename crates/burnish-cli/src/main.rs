@@ -29,7 +29,8 @@ enum Command {
     /// Sample a continuation of a prompt (KV cache; greedy, temperature, top-k, top-p).
     Generate(generate::GenerateArgs),
     /// Convert preference data (TRL, HH-RLHF, LLaMA-Factory, OpenAI, UltraFeedback, rankings,
-    /// scores) into Parquet; rejected records go to a rejects file.
+    /// scores, KTO) from JSON, Parquet, Arrow, CSV or `datasets` folders into Parquet; rejected
+    /// records go to a rejects file.
     Convert(convert::ConvertArgs),
     /// Print a data set's schema, row count, length percentiles and sample rows.
     Inspect(inspect::InspectArgs),

@@ -213,3 +213,218 @@ fn a_closed_stdout_is_not_a_crash() {
     );
     assert!(status.success(), "{status:?}: {err}");
 }
+
+#[test]
+fn convert_csv_with_column_mapping_then_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("se.csv");
+    std::fs::write(
+        &input,
+        "question,response_j,response_k\n\"Why, exactly?\",Because.,No idea.\nHow?,Carefully.,Badly.\n",
+    )
+    .unwrap();
+    let out = dir.path().join("pairs.parquet");
+    let o = burnish(&[
+        "convert",
+        "--from",
+        "trl",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--column",
+        "prompt=question",
+        "--column",
+        "chosen=response_j",
+        "--column",
+        "rejected=response_k",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("read 2, written 2 (2 rows in") && text(&o).contains("rejected 0"),
+        "{}",
+        text(&o)
+    );
+    let o = burnish(&["inspect", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("rows: 2"), "{}", text(&o));
+    assert!(text(&o).contains("Why, exactly?"), "{}", text(&o));
+
+    // A mapped column the file lacks: one line naming both names and the file's columns.
+    let o = burnish(&[
+        "convert",
+        "--from",
+        "trl",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.path().join("x.parquet").to_str().unwrap(),
+        "--column",
+        "prompt=title",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("`title` (mapped to `prompt`)")
+            && t.contains("found: question, response_j, response_k"),
+        "{t}"
+    );
+    assert_eq!(t.trim().lines().count(), 1, "{t}");
+    // A malformed mapping is refused by the argument parser.
+    let o = burnish(&[
+        "convert", "--from", "trl", "--input", "x", "--output", "y", "--column", "prompt",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is not TRL=FILE"), "{}", text(&o));
+}
+
+/// A Hub-style folder: data/train-0000N-of-00002.parquet and data/test-00000-of-00001.parquet.
+fn hub_folder(root: &Path) -> PathBuf {
+    let data = root.join("hub/data");
+    std::fs::create_dir_all(&data).unwrap();
+    let shards = [
+        ("train-00000-of-00002.parquet", 0..3),
+        ("train-00001-of-00002.parquet", 3..5),
+        ("test-00000-of-00001.parquet", 10..12),
+    ];
+    for (name, range) in shards {
+        let rows: Vec<burnish::data::PreferencePair> = range
+            .map(|i| {
+                burnish::data::PreferencePair::new(format!("prompt {i}").as_str(), " yes", " no")
+            })
+            .collect();
+        let mut w = burnish::data::PairWriter::create(
+            data.join(name),
+            burnish::data::PairSchema::of(&rows[0]),
+        )
+        .unwrap();
+        for r in rows {
+            w.write(r).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    root.join("hub")
+}
+
+#[test]
+fn convert_a_hub_folder_by_split_and_refuse_to_overwrite_an_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_folder(dir.path());
+    let out = dir.path().join("out.parquet");
+    let convert = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--from",
+            "trl",
+            "--input",
+            hub.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        burnish(&args)
+    };
+    let o = convert(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("read 5, written 5"), "{}", text(&o));
+    let o = convert(&["--split", "test"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("read 2, written 2"), "{}", text(&o));
+    let o = convert(&["--split", "validation"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no split `validation` here (splits: test, train)"),
+        "{}",
+        text(&o)
+    );
+
+    // --output equal to an input shard is refused with one line, and the shard is untouched.
+    let shard = hub.join("data/test-00000-of-00001.parquet");
+    let before = std::fs::read(&shard).unwrap();
+    let o = burnish(&[
+        "convert",
+        "--from",
+        "trl",
+        "--input",
+        shard.to_str().unwrap(),
+        "--output",
+        shard.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is also the input"), "{}", text(&o));
+    assert_eq!(text(&o).trim().lines().count(), 1, "{}", text(&o));
+    assert_eq!(std::fs::read(&shard).unwrap(), before);
+}
+
+#[test]
+fn convert_kto_records_and_pairs_to_unpaired_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("kto.jsonl");
+    std::fs::write(
+        &input,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}], \"label\": true}\n\
+         {\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}, {\"from\": \"gpt\", \"value\": \"go away\"}], \"kto_tag\": false}\n\
+         {\"prompt\": \"The sky is\", \"completion\": \" blue.\", \"label\": \"maybe\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("kto.parquet");
+    let args = [
+        "convert",
+        "--from",
+        "kto",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    let o = burnish(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("read 3, written 2") && text(&o).contains("rejected 1"),
+        "{}",
+        text(&o)
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("kto.rejects.jsonl")).unwrap();
+    assert!(
+        rejects.contains("\"line\":3") && rejects.contains("field `label` is a string"),
+        "{rejects}"
+    );
+    let mut pairs_to = args.to_vec();
+    pairs_to.extend_from_slice(&["--to", "pairs"]);
+    let o = burnish(&pairs_to);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("unpaired rows only"), "{}", text(&o));
+
+    // Pairs, written as a desirable and an undesirable row each.
+    let pairs = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &pairs,
+        "{\"prompt\": \"a\", \"chosen\": \"b\", \"rejected\": \"c\"}\n{\"prompt\": \"d\", \"chosen\": \"e\", \"rejected\": \"f\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("unpaired.parquet");
+    let o = burnish(&[
+        "convert",
+        "--from",
+        "trl",
+        "--to",
+        "unpaired",
+        "--input",
+        pairs.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("read 2, written 2 (4 rows in"),
+        "{}",
+        text(&o)
+    );
+    let labels: Vec<bool> = burnish::data::ReaderBuilder::new()
+        .path(&out)
+        .unpaired()
+        .unwrap()
+        .map(|r| r.unwrap().label)
+        .collect();
+    assert_eq!(labels, vec![true, false, true, false]);
+}

@@ -113,13 +113,13 @@ impl<I: Iterator<Item = std::result::Result<RecordBatch, ArrowError>>> Iterator 
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((batch, offset)) = self.current.take() {
-                if offset < batch.num_rows() {
-                    let len = self.rows.min(batch.num_rows() - offset);
-                    let slice = batch.slice(offset, len);
-                    self.current = Some((batch, offset + len));
-                    return Some(Ok(slice));
-                }
+            if let Some((batch, offset)) = self.current.take()
+                && offset < batch.num_rows()
+            {
+                let len = self.rows.min(batch.num_rows() - offset);
+                let slice = batch.slice(offset, len);
+                self.current = Some((batch, offset + len));
+                return Some(Ok(slice));
             }
             match self.inner.next()? {
                 Ok(batch) if batch.num_rows() <= self.rows => return Some(Ok(batch)),
