@@ -222,6 +222,7 @@ fn main() {
     };
     let options = RunOptions {
         quiet: true,
+        no_checkpoints: true,
         ..RunOptions::default()
     };
     let started = Instant::now();

@@ -158,8 +158,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         config,
         options: RunOptions {
             resume: args.resume,
-            stop_after: None,
             quiet: args.quiet,
+            ..RunOptions::default()
         },
     };
     dispatch_train(args.device, job)

@@ -102,6 +102,7 @@ beta = 0.1
         out = dir.join("run").display().to_string(),
     );
     let path = dir.join("run.toml");
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(&path, config).unwrap();
     path
 }
@@ -656,4 +657,339 @@ fn train_ppo_against_a_reward_model() {
         assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
         assert!(err.contains(needle), "{extra:?}: {err}");
     }
+}
+
+/// The run config with its `[loss]` table replaced by `loss` (the other sections kept).
+fn with_loss(config: &Path, loss: &str) {
+    let old = std::fs::read_to_string(config).unwrap();
+    let new = old.replace("loss_type = \"sigmoid\"\nbeta = 0.1", loss);
+    assert_ne!(old, new, "the config has the default [loss] table");
+    std::fs::write(config, new).unwrap();
+}
+
+fn metric_names(run: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut names: Vec<String> = log
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object().unwrap().keys().cloned().collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Rankings of four responses (two tied), written with the library's listwise writer.
+fn write_rankings(path: &Path, n: usize) {
+    use burnish::data::{ListwiseRow, ListwiseSchema, ListwiseWriter, Ranking};
+    let rows: Vec<ListwiseRow> = (0..n)
+        .map(|i| ListwiseRow {
+            id: Some(format!("ranking-{i}")),
+            prompt: format!("{} #{i}", SUBJECTS[i % 8]).into(),
+            responses: vec![
+                BAD[i % 4].into(),
+                GOOD[i % 4].into(),
+                " happened.".into(),
+                BAD[(i + 1) % 4].into(),
+            ],
+            ranking: Ranking::Ranks(vec![2, 0, 1, 2]),
+            ref_logps: None,
+        })
+        .collect();
+    let mut w = ListwiseWriter::create(path, ListwiseSchema::of(&rows[0])).unwrap();
+    for row in rows {
+        w.write(row).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Listwise data from the command line: `precompute-ref` caches one reference log-prob per
+/// response, PRO and Plackett-Luce DPO train with per-rank metrics, a pairwise loss on rankings
+/// is one clear line, and `train reward` on rankings is the K-wise reward model.
+#[test]
+fn listwise_dpo_and_kwise_reward_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rankings.parquet");
+    write_rankings(&data, 24);
+    let cached = dir.path().join("rankings.ref.parquet");
+    let o = burnish(&[
+        "precompute-ref",
+        "--model",
+        gpt2().to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        cached.to_str().unwrap(),
+        "--max-length",
+        "40",
+        "--max-prompt-length",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("24 rows read, 24 written, 24 scored"),
+        "{}",
+        text(&o)
+    );
+    let rows: Vec<burnish::data::ListwiseRow> = burnish::data::ReaderBuilder::new()
+        .path(&cached)
+        .listwise()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.ref_logps.as_ref().map(Vec::len) == Some(4))
+    );
+
+    let config = write_config(dir.path(), &cached, 3, 0);
+    with_loss(&config, "loss_type = \"plackett_luce\"\nbeta = 0.1");
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let names = metric_names(&dir.path().join("run"));
+    for name in [
+        "rewards/rank_0",
+        "rewards/rank_1",
+        "rewards/rank_2",
+        "rewards/accuracies",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+
+    let config = write_config(&dir.path().join("pro"), &data, 3, 0);
+    with_loss(&config, "loss_type = \"pro\"");
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let config = write_config(&dir.path().join("sigmoid"), &data, 3, 0);
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("--pairing"), "{}", text(&o));
+
+    let config = write_config(&dir.path().join("rm"), &data, 4, 0);
+    with_loss(&config, "loss_type = \"bradley_terry\"");
+    let o = burnish(&[
+        "train",
+        "reward",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("accuracy"), "{}", text(&o));
+}
+
+/// KTO end to end: pairs converted to unpaired rows (`convert --to unpaired`), then
+/// `train kto` with TRL's KTO metric names; `apo_zero_unpaired` too.
+#[test]
+fn train_kto_on_converted_unpaired_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("pairs.jsonl");
+    let lines: Vec<String> = pairs(20)
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "prompt": p.prompt.to_display_text(),
+                "chosen": p.chosen.to_display_text(),
+                "rejected": p.rejected.to_display_text(),
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+    let data = dir.path().join("unpaired.parquet");
+    let o = burnish(&[
+        "convert",
+        "--from",
+        "trl",
+        "--to",
+        "unpaired",
+        "--input",
+        jsonl.to_str().unwrap(),
+        "--output",
+        data.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = write_config(dir.path(), &data, 4, 0);
+    with_loss(
+        &config,
+        "loss_type = \"kto\"\nbeta = 0.1\ndesirable_weight = 1.0",
+    );
+    let o = burnish(&[
+        "train",
+        "kto",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("40 rows read"), "{}", text(&o));
+    let names = metric_names(&dir.path().join("run"));
+    for name in [
+        "kl",
+        "rewards/chosen",
+        "rewards/rejected",
+        "logps/chosen",
+        "count/chosen",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+    assert!(dir.path().join("run/final/model.safetensors").exists());
+
+    let config = write_config(&dir.path().join("apo"), &data, 2, 0);
+    with_loss(&config, "loss_type = \"apo_zero_unpaired\"");
+    let o = burnish(&[
+        "train",
+        "kto",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A pairwise file is not unpaired data: one line naming the missing column.
+    let config = write_config(
+        &dir.path().join("bad"),
+        &jsonl.with_extension("parquet"),
+        2,
+        0,
+    );
+    write_pairs(&jsonl.with_extension("parquet"), 8);
+    with_loss(&config, "loss_type = \"kto\"");
+    let o = burnish(&[
+        "train",
+        "kto",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("completion"), "{}", text(&o));
+}
+
+/// ORPO from `train dpo`: no reference model, TRL's ORPO metrics.
+#[test]
+fn train_orpo_without_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 24);
+    let config = write_config(dir.path(), &data, 3, 0);
+    with_loss(&config, "loss_type = \"orpo\"\nbeta = 0.1");
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let names = metric_names(&dir.path().join("run"));
+    for name in [
+        "nll_loss",
+        "log_odds_ratio",
+        "log_odds_chosen",
+        "rewards/accuracies",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+}
+
+/// Users' data as they have it: a CSV file with its own column names (mapped in `[data]
+/// columns`) and a Hugging Face Hub-style folder of Parquet shards with two splits.
+#[test]
+fn train_dpo_on_csv_with_mapped_columns_and_on_a_hub_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("pairs.csv");
+    let mut text_csv = String::from("question,response_j,response_k\n");
+    for p in pairs(20) {
+        text_csv += &format!(
+            "\"{}\",\"{}\",\"{}\"\n",
+            p.prompt.to_display_text(),
+            p.chosen.to_display_text(),
+            p.rejected.to_display_text()
+        );
+    }
+    std::fs::write(&csv, text_csv).unwrap();
+    let config = write_config(dir.path(), &csv, 2, 0);
+    append(
+        &config,
+        "[data.columns]\nprompt = \"question\"\nchosen = \"response_j\"\nrejected = \"response_k\"\n",
+    );
+    // `[data.columns]` after `[loss]` is still the data section's table.
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("20 rows read"), "{}", text(&o));
+
+    // Without the mapping: one line naming the missing column.
+    let config = write_config(&dir.path().join("unmapped"), &csv, 2, 0);
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("prompt"), "{}", text(&o));
+
+    let hub = dir.path().join("hub");
+    std::fs::create_dir_all(hub.join("data")).unwrap();
+    write_pairs(&hub.join("data/train-00000-of-00002.parquet"), 12);
+    write_pairs(&hub.join("data/train-00001-of-00002.parquet"), 12);
+    write_pairs(&hub.join("data/test-00000-of-00001.parquet"), 6);
+    let config = write_config(&dir.path().join("hubrun"), &hub, 2, 0);
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("24 rows read"), "{}", text(&o));
+    let test_run = dir.path().join("hubtest");
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "data.split=test",
+        "--set",
+        &format!("train.output_dir={}", test_run.display()),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("6 rows read"), "{}", text(&o));
 }

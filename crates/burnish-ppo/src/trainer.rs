@@ -528,9 +528,9 @@ pub fn train_ppo<B: ModelAutodiffBackend>(
         });
 
         let is_last = update == total;
-        if settings.checkpoint_every > 0
-            && (update.is_multiple_of(settings.checkpoint_every) || is_last)
-        {
+        // `0` means only at the end, as the config documents.
+        let every = settings.checkpoint_every;
+        if !options.no_checkpoints && (is_last || (every > 0 && update.is_multiple_of(every))) {
             let train_state =
                 TrainingState::new(update, total, lr, cursor.position(), settings.seed);
             let json = serde_json::to_string_pretty(&state)

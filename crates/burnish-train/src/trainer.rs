@@ -101,6 +101,9 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Print nothing (no progress bar or lines).
     pub quiet: bool,
+    /// Write no checkpoint at all, not even the last: for benchmarks, whose runs are never
+    /// resumed and whose memory figure must not include a checkpoint write.
+    pub no_checkpoints: bool,
 }
 
 /// Weighted sums of named metrics over micro-batches. Each metric is averaged over the batches
@@ -245,8 +248,9 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         log.write_step(record)?;
 
         let is_last = step == total_steps;
-        if run.eval_every > 0
-            && (step.is_multiple_of(run.eval_every) || is_last)
+        // `0` means only at the end, as the config documents.
+        let every = |n: u64| is_last || (n > 0 && step.is_multiple_of(n));
+        if every(run.eval_every)
             && let Some((loss, n, metrics)) = evaluate(&model, objective, run.batch_size)?
         {
             if let Some(progress) = progress.as_mut() {
@@ -268,7 +272,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             log.write_eval(record.clone())?;
             last_eval = Some(record);
         }
-        if run.checkpoint_every > 0 && (step.is_multiple_of(run.checkpoint_every) || is_last) {
+        if !options.no_checkpoints && every(run.checkpoint_every) {
             let mut state = TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
             state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
             let dir = save_run_checkpoint(

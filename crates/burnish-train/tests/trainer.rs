@@ -520,3 +520,25 @@ fn kwise_reward_model_learns_held_out_rankings() {
         "held-out pair accuracy {accuracy} (chance 0.5)"
     );
 }
+
+/// `eval_every = 0` and `checkpoint_every = 0` mean "only at the end" (the config's doc): the
+/// last step is evaluated and checkpointed, so a resume of the finished run trains nothing more.
+#[test]
+fn zero_intervals_mean_only_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = policy();
+    let objective = objective(pairs(24, 0), Some(start.valid()));
+    let mut cfg = config(tmp.path(), 3);
+    cfg.train.eval_every = 0;
+    cfg.train.checkpoint_every = 0;
+    let done = train(start, &objective, &cfg, &quiet(), &device()).unwrap();
+    assert_eq!(done.last_eval.as_ref().map(|e| e.step), Some(3));
+    assert!(tmp.path().join("checkpoint-3/state.json").exists());
+    assert!(!tmp.path().join("checkpoint-2").exists());
+    let resumed = RunOptions {
+        resume: true,
+        ..quiet()
+    };
+    let again = train(policy(), &objective, &cfg, &resumed, &device()).unwrap();
+    assert_eq!(weights(&again.model), weights(&done.model));
+}
