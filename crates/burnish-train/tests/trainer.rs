@@ -177,6 +177,16 @@ fn precomputed_reference_matches_reference_alongside() {
         None,
     );
     assert!(cached.iter().all(|p| p.ref_chosen_logp.is_some()));
+    // The held-out pairs are evaluated at the end, so they need their reference too.
+    let mut precomputed_objective = objective(cached, None);
+    precompute_reference(
+        &reference,
+        &mut precomputed_objective.eval,
+        &Collator::new(0),
+        5,
+        &device(),
+        None,
+    );
 
     let alongside = train(
         start.clone(),
@@ -188,7 +198,7 @@ fn precomputed_reference_matches_reference_alongside() {
     .unwrap();
     let precomputed = train(
         start,
-        &objective(cached, None),
+        &precomputed_objective,
         &config(&tmp.path().join("b"), 6),
         &quiet(),
         &device(),
