@@ -160,7 +160,15 @@ impl TrainJob for Example {
              its reference log-probs, so no reference model is loaded"
         );
         let started = std::time::Instant::now();
-        let summary = run_dpo::<B>(&config, &RunOptions::default(), &device)?;
+        let summary = run_dpo::<B>(
+            &config,
+            &RunOptions {
+                // The example re-runs into its own folder.
+                overwrite: true,
+                ..RunOptions::default()
+            },
+            &device,
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         let d = &summary.data;
         println!(

@@ -102,7 +102,15 @@ impl TrainJob for Example {
             "a fresh scalar head on {MODEL}, all weights trained: lr 1e-3 (cosine), 4 epochs of batches of 8"
         );
         let started = std::time::Instant::now();
-        let summary = run_reward::<B>(&config, &RunOptions::default(), &device)?;
+        let summary = run_reward::<B>(
+            &config,
+            &RunOptions {
+                // The example re-runs into its own folder.
+                overwrite: true,
+                ..RunOptions::default()
+            },
+            &device,
+        )?;
         let d = &summary.data;
         println!(
             "data: {} read = {} used ({} train + {} held out) + {} rejected",

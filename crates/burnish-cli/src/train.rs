@@ -43,9 +43,13 @@ pub struct TrainArgs {
     /// Override a config key, e.g. `--set optimizer.lr=1e-5` (repeatable; later wins).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Continue from the latest checkpoint in `train.output_dir`.
-    #[arg(long)]
+    /// Continue from the latest checkpoint in `train.output_dir` (refused if the config or the
+    /// data changed in a way that breaks exactness; see docs/reliability.md).
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Start afresh even though `train.output_dir` holds a run, deleting that run's files.
+    #[arg(long)]
+    pub overwrite: bool,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
@@ -158,6 +162,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         config,
         options: RunOptions {
             resume: args.resume,
+            overwrite: args.overwrite,
             quiet: args.quiet,
             ..RunOptions::default()
         },

@@ -649,7 +649,8 @@ fn train_ppo_against_a_reward_model() {
         ),
     ];
     for (extra, needle) in cases {
-        let mut args = vec!["train", "ppo", "--config", c, "--quiet"];
+        // Each bad run goes into the folder of the good one, so it must say --overwrite.
+        let mut args = vec!["train", "ppo", "--config", c, "--quiet", "--overwrite"];
         args.extend_from_slice(extra);
         let o = burnish(&args);
         assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", text(&o));
@@ -992,4 +993,119 @@ fn train_dpo_on_csv_with_mapped_columns_and_on_a_hub_folder() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("6 rows read"), "{}", text(&o));
+}
+
+/// Numbers from the data: a NaN or infinite cached reference or margin rejects that row with its
+/// reason; a null reference cell costs that row's reference pass only.
+#[test]
+fn non_finite_numbers_are_rejected_and_null_references_computed_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cached.parquet");
+    let mut rows = pairs(24);
+    for (i, p) in rows.iter_mut().enumerate() {
+        p.ref_chosen_logp = Some(-10.0 - i as f32);
+        p.ref_rejected_logp = Some(-12.0 - i as f32);
+    }
+    rows[3].ref_chosen_logp = Some(f32::NAN);
+    rows[5].ref_rejected_logp = Some(f32::INFINITY);
+    rows[7].ref_chosen_logp = None;
+    let mut schema = PairSchema::of(&rows[0]);
+    schema.ref_logps = true;
+    let mut w = PairWriter::create(&data, schema).unwrap();
+    for p in rows {
+        w.write(p).unwrap();
+    }
+    w.finish().unwrap();
+    let config = write_config(dir.path(), &data, 2, 0);
+    let o = burnish(&["train", "dpo", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("24 rows read") && text(&o).contains("2 rejected"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("computed for 1 of 22 rows"),
+        "{}",
+        text(&o)
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("run/rejects.jsonl")).unwrap();
+    let reasons: Vec<serde_json::Value> = rejects
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{rejects}");
+    assert_eq!(reasons[0]["row"], 3, "{rejects}");
+    assert!(
+        reasons[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ref_chosen_logp"),
+        "{rejects}"
+    );
+    assert!(
+        reasons[1]["error"].as_str().unwrap().contains("inf"),
+        "{rejects}"
+    );
+}
+
+/// Output folders: a second run into a folder with a run is refused unless `--overwrite`, and a
+/// resume with a changed batch size is refused naming the key (config.toml kept).
+#[test]
+fn output_folders_are_not_mixed_and_resumes_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 24);
+    let config = write_config(dir.path(), &data, 2, 1);
+    let c = config.to_str().unwrap();
+    let o = burnish(&["train", "dpo", "--config", c, "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = burnish(&["train", "dpo", "--config", c, "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("already holds a run"), "{}", text(&o));
+    let saved = std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap();
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        c,
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.batch_size=2",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("train.batch_size"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("run/config.toml")).unwrap(),
+        saved
+    );
+    // Training longer is a safe change.
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        c,
+        "--quiet",
+        "--resume",
+        "--set",
+        "train.max_steps=3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = burnish(&["train", "dpo", "--config", c, "--quiet", "--overwrite"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !dir.path().join("run/checkpoint-3").exists(),
+        "the old run's files are gone"
+    );
+    assert!(
+        !dir.path().join("run/.burnish.lock").exists(),
+        "the lock is released"
+    );
 }

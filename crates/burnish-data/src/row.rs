@@ -152,7 +152,18 @@ impl PreferencePair {
         if self.chosen == self.rejected {
             return Err("`chosen` is identical to `rejected`".into());
         }
-        Ok(())
+        finite("margin", self.margin)?;
+        finite("ref_chosen_logp", self.ref_chosen_logp)?;
+        finite("ref_rejected_logp", self.ref_rejected_logp)
+    }
+}
+
+/// An optional number from the data must be finite: a NaN or an infinity would reach the loss
+/// and stop (or silently spoil) training far from the row that caused it.
+fn finite(column: &str, value: Option<f32>) -> Result<(), String> {
+    match value {
+        Some(v) if !v.is_finite() => Err(format!("`{column}` is {v}, not a finite number")),
+        _ => Ok(()),
     }
 }
 
@@ -234,14 +245,17 @@ impl ListwiseRow {
         {
             return Err(format!("score {i} is not a finite number"));
         }
-        if let Some(r) = &self.ref_logps
-            && r.len() != self.responses.len()
-        {
-            return Err(format!(
-                "{} responses but {} reference log-probs",
-                self.responses.len(),
-                r.len()
-            ));
+        if let Some(r) = &self.ref_logps {
+            if r.len() != self.responses.len() {
+                return Err(format!(
+                    "{} responses but {} reference log-probs",
+                    self.responses.len(),
+                    r.len()
+                ));
+            }
+            for (i, &logp) in r.iter().enumerate() {
+                finite(&format!("ref_logps[{i}]"), Some(logp))?;
+            }
         }
         let conv = self.prompt.is_messages();
         for (i, r) in self.responses.iter().enumerate() {
@@ -323,7 +337,8 @@ impl UnpairedRow {
         if self.completion.is_empty() {
             return Err("`completion` is empty".into());
         }
-        Ok(())
+        finite("ref_logp", self.ref_logp)?;
+        finite("ref_kl_logp", self.ref_kl_logp)
     }
 }
 

@@ -11,12 +11,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
-use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend, copy_tokenizer_files};
+use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend};
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::SftObjective;
 use burnish_train::pipeline::{
-    DataInput, DataReport, PipelineError, collator_for, load_prompt_completions, load_prompts,
-    model_dir, prepare_output, run_encoder,
+    DataInput, DataReport, PipelineError, collator_for, export_final, load_prompt_completions,
+    load_prompts, model_dir, prepare_output, run_encoder,
 };
 use burnish_train::plot::{CurveSpec, plot_curves};
 use burnish_train::trainer::RunOptions;
@@ -135,7 +135,8 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     let ppo = PpoConfig::from_table(&config.ppo)?;
     let model_path = model_dir(config)?;
     let encoder = run_encoder(config)?;
-    let out = config.train.output_dir.clone();
+    let run_dir = prepare_output(config, options)?;
+    let out = run_dir.path.clone();
     let (prompts, held_out, data) = load_prompts(
         &DataInput::of(config)?,
         &encoder,
@@ -150,7 +151,6 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     let pad = encoder.pad_token_id().unwrap_or(eos);
     let tokenizer = encoder.tokenizer().clone();
     let decode = move |ids: &[u32]| tokenizer.decode(ids, true).unwrap_or_default();
-    prepare_output(config)?;
 
     // Seeded so that a resumed run builds the same fresh heads before loading the checkpoint.
     B::seed(device, config.train.seed);
@@ -243,14 +243,7 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     let outcome = train_ppo(run, config, &ppo, options, device)?;
     let finished = options.stop_after.is_none_or(|s| s >= outcome.updates);
     let final_dir = if finished {
-        let dir = out.join("final");
-        outcome.model.valid().save_pretrained(&dir)?;
-        copy_tokenizer_files(&model_path, &dir)?;
-        if let Some(tokenizer) = &config.model.tokenizer {
-            let to = dir.join("tokenizer.json");
-            std::fs::copy(tokenizer, &to).map_err(io(tokenizer))?;
-        }
-        Some(dir)
+        Some(export_final(&outcome.model.valid(), config, &out)?)
     } else {
         None
     };

@@ -384,10 +384,16 @@ impl TrainingConfig {
             })
         };
         let o = &self.optimizer;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
+        // Training computes in f32: a value that is fine as f64 but rounds to 0 or overflows
+        // in f32 (eps = 1e-300 becomes 0 and gives NaN at step 2) is refused here.
+        let as_f32 = |x: f64| x as f32;
+        if !(o.lr.is_finite() && o.lr > 0.0 && as_f32(o.lr) > 0.0 && as_f32(o.lr).is_finite()) {
             return invalid(
                 "optimizer.lr",
-                format!("must be a positive number, got {}", o.lr),
+                format!(
+                    "must be a positive number representable in f32 (about 1.2e-38 to 3.4e38), got {}",
+                    o.lr
+                ),
             );
         }
         for (i, b) in o.betas.iter().enumerate() {
@@ -404,8 +410,20 @@ impl TrainingConfig {
                 format!("must be >= 0, got {}", o.weight_decay),
             );
         }
-        if !(o.eps.is_finite() && o.eps > 0.0) {
-            return invalid("optimizer.eps", format!("must be > 0, got {}", o.eps));
+        if !(o.eps.is_finite() && as_f32(o.eps) > 0.0 && as_f32(o.eps).is_finite()) {
+            return invalid(
+                "optimizer.eps",
+                format!(
+                    "must be > 0 and representable in f32 (at least about 1.2e-38), got {}",
+                    o.eps
+                ),
+            );
+        }
+        if !as_f32(o.weight_decay).is_finite() || !as_f32(o.max_grad_norm).is_finite() {
+            return invalid(
+                "optimizer",
+                "weight_decay and max_grad_norm must be representable in f32".to_string(),
+            );
         }
         if !(o.max_grad_norm.is_finite() && o.max_grad_norm >= 0.0) {
             return invalid(
@@ -420,6 +438,13 @@ impl TrainingConfig {
             );
         }
         let t = &self.train;
+        if t.output_dir.as_os_str().is_empty() {
+            return invalid(
+                "train.output_dir",
+                "must name a folder (an empty path would write into the current folder)"
+                    .to_string(),
+            );
+        }
         if t.batch_size == 0 {
             return invalid("train.batch_size", "must be at least 1".to_string());
         }
@@ -710,6 +735,11 @@ mod tests {
             ("schedule.min_lr_ratio=1.5", "schedule.min_lr_ratio"),
             ("train.grad_accumulation=0", "train.grad_accumulation"),
             ("data.max_prompt_length=600", "data.max_prompt_length"),
+            // Valid as f64, 0 (or infinite) in the f32 the optimizer computes in.
+            ("optimizer.eps=1e-300", "optimizer.eps"),
+            ("optimizer.lr=1e-60", "optimizer.lr"),
+            ("optimizer.lr=1e39", "optimizer.lr"),
+            ("train.output_dir=\"\"", "train.output_dir"),
         ] {
             let err = TrainingConfig::from_toml_str("", "c", &[set]).unwrap_err();
             assert!(

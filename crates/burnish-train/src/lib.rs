@@ -16,6 +16,7 @@ pub mod objectives;
 pub mod pipeline;
 pub mod plot;
 pub mod progress;
+pub mod run_dir;
 pub mod schedule;
 pub mod trainer;
 pub mod unpaired;

@@ -34,6 +34,7 @@ use crate::objectives::{
     precompute_list_reference, precompute_reference, reference_batch_size,
 };
 use crate::progress::Progress;
+use crate::run_dir::{RunDir, RunDirError, prepare_run_dir};
 use crate::trainer::{Objective, RunOptions, TrainError, TrainOutcome, evaluate, plot_run, train};
 use crate::unpaired::{
     KtoObjective, TokenizedUnpaired, pair_mismatched, precompute_unpaired_reference,
@@ -57,6 +58,9 @@ pub enum PipelineError {
     /// The loss configuration is invalid.
     #[error(transparent)]
     Loss(#[from] LossError),
+    /// The output folder cannot be used (locked, holds a run, or a resume would not be exact).
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -195,6 +199,7 @@ fn load_rows<R, T>(
     input: &DataInput<'_>,
     rejects: &Path,
     read: impl Fn(ReaderBuilder) -> Result<RowReader<R>, DataError>,
+    check: impl Fn(&R) -> Result<(), String>,
     encode: impl Fn(&[R]) -> Vec<Result<T, EncodeError>>,
 ) -> Result<(Vec<T>, Vec<T>, DataReport), PipelineError>
 where
@@ -224,11 +229,21 @@ where
                 (None, None) => false,
             })
             .collect();
-        for (index, (encoded, is_eval)) in encode(&rows).into_iter().zip(subsets).enumerate() {
-            match encoded {
-                Ok(t) if is_eval => eval_rows.push(t),
-                Ok(t) => train_rows.push(t),
-                Err(e) => {
+        let checked = rows.iter().map(&check);
+        for (index, ((encoded, is_eval), checked)) in encode(&rows)
+            .into_iter()
+            .zip(subsets)
+            .zip(checked)
+            .enumerate()
+        {
+            match (checked, encoded) {
+                (Err(reason), _) => {
+                    report.rejected += 1;
+                    rejects.write(path, index, &reason)?;
+                }
+                (Ok(()), Ok(t)) if is_eval => eval_rows.push(t),
+                (Ok(()), Ok(t)) => train_rows.push(t),
+                (Ok(()), Err(e)) => {
                     report.rejected += 1;
                     rejects.write(path, index, &e.to_string())?;
                 }
@@ -265,6 +280,7 @@ pub fn load_pairs(
         input,
         rejects,
         |r| r.pairs(),
+        PreferencePair::validate,
         |rows: &[PreferencePair]| encoder.encode_pairs(rows),
     )
 }
@@ -286,6 +302,7 @@ pub fn load_prompt_completions(
         input,
         rejects,
         |r| r.prompt_completions(),
+        |_| Ok(()),
         |rows: &[PromptCompletion]| encoder.encode_prompt_completions(rows),
     )
 }
@@ -301,6 +318,7 @@ pub fn load_lists(
         input,
         rejects,
         |r| r.listwise(),
+        ListwiseRow::validate,
         |rows: &[ListwiseRow]| encoder.encode_lists(rows),
     )
 }
@@ -316,6 +334,7 @@ pub fn load_unpaired(
         input,
         rejects,
         |r| r.unpaired(),
+        UnpairedRow::validate,
         |rows: &[UnpairedRow]| {
             let demonstrations: Vec<PromptCompletion> = rows
                 .iter()
@@ -352,6 +371,7 @@ pub fn load_prompts(
         input,
         rejects,
         |r| r.prompts(),
+        |_| Ok(()),
         |rows: &[PromptRow]| encoder.encode_prompts(rows),
     )
 }
@@ -442,13 +462,15 @@ pub fn run_encoder(config: &TrainingConfig) -> Result<Encoder, PipelineError> {
     )
 }
 
-/// Creates `train.output_dir` and writes the resolved `config.toml` into it.
-pub fn prepare_output(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
-    let out = config.train.output_dir.clone();
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-    let path = out.join("config.toml");
-    std::fs::write(&path, config.to_toml_string()?).map_err(io_err(&path))?;
-    Ok(out)
+/// Creates and locks `train.output_dir` for this run and writes the resolved `config.toml`
+/// (see [`crate::run_dir`]: a fresh run refuses a folder that holds a run unless
+/// `options.overwrite`; a resume refuses a changed configuration or data). Call it before any
+/// other work of the run, and keep the returned value alive until the run ends.
+pub fn prepare_output(
+    config: &TrainingConfig,
+    options: &RunOptions,
+) -> Result<RunDir, PipelineError> {
+    Ok(prepare_run_dir(config, options.resume, options.overwrite)?)
 }
 
 /// Held-out loss and metrics of `model` as an [`EvalRecord`] at `step`.
@@ -472,6 +494,7 @@ pub fn eval_record<B: AutodiffBackend, O: Objective<B>>(
 /// Trains `model` on `objective`, then exports `output_dir/final` (with the tokenizer files) and
 /// plots the curves.
 fn finish_run<B: AutodiffBackend, O: Objective<B>>(
+    run_dir: RunDir,
     model: CausalLm<B>,
     objective: &O,
     config: &TrainingConfig,
@@ -479,7 +502,7 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
     data: DataReport,
     device: &B::Device,
 ) -> Result<RunSummary<B>, PipelineError> {
-    let out = prepare_output(config)?;
+    let out = run_dir.path.clone();
     let initial_eval = if options.resume {
         None
     } else {
@@ -488,15 +511,7 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
     let outcome = train(model, objective, config, options, device)?;
     let finished = options.stop_after.is_none_or(|s| s >= outcome.steps);
     let final_dir = if finished {
-        let dir = out.join("final");
-        outcome.model.valid().save_pretrained(&dir)?;
-        let source = model_dir(config)?;
-        copy_tokenizer_files(&source, &dir)?;
-        if let Some(tokenizer) = &config.model.tokenizer {
-            let to = dir.join("tokenizer.json");
-            std::fs::copy(tokenizer, &to).map_err(io_err(tokenizer))?;
-        }
-        Some(dir)
+        Some(export_final(&outcome.model.valid(), config, &out)?)
     } else {
         None
     };
@@ -512,6 +527,63 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
         plots,
         plot_error,
     })
+}
+
+/// Exports `model` with its tokenizer files as `out/final`, complete or not at all: written to
+/// `out/final.partial` first and renamed into place, so a kill during the export leaves the
+/// previous `final` (or none), never a half-written one.
+pub fn export_final<B: burn::tensor::backend::Backend>(
+    model: &CausalLm<B>,
+    config: &TrainingConfig,
+    out: &Path,
+) -> Result<PathBuf, PipelineError> {
+    let (partial, dir) = (out.join("final.partial"), out.join("final"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
+    }
+    model.save_pretrained(&partial)?;
+    copy_tokenizer_files(&model_dir(config)?, &partial)?;
+    if let Some(tokenizer) = &config.model.tokenizer {
+        let to = partial.join("tokenizer.json");
+        std::fs::copy(tokenizer, &to).map_err(io_err(tokenizer))?;
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+    }
+    std::fs::rename(&partial, &dir).map_err(io_err(&dir))?;
+    Ok(dir)
+}
+
+/// Computes the reference log-probs of the rows (train and held out, in one pass with one
+/// progress bar) that the data did not carry: `missing` picks them, `compute` fills them. A row
+/// whose reference cells are null costs that row only; the others keep their cached values.
+fn fill_missing<T: Clone>(
+    mut train: Vec<T>,
+    mut eval: Vec<T>,
+    missing: impl Fn(&T) -> bool,
+    options: &RunOptions,
+    compute: impl FnOnce(&mut [T], Option<&mut Progress>) -> Result<(), PipelineError>,
+) -> Result<(Vec<T>, Vec<T>), PipelineError> {
+    let n_train = train.len();
+    train.append(&mut eval);
+    let todo: Vec<usize> = (0..train.len()).filter(|&i| missing(&train[i])).collect();
+    if !todo.is_empty() {
+        let mut rows: Vec<T> = todo.iter().map(|&i| train[i].clone()).collect();
+        let mut progress = (!options.quiet).then(|| Progress::new(rows.len() as u64, 0));
+        compute(&mut rows, progress.as_mut())?;
+        if !options.quiet && todo.len() < train.len() {
+            eprintln!(
+                "reference log-probs: computed for {} of {} rows (the others were in the data)",
+                todo.len(),
+                train.len()
+            );
+        }
+        for (i, row) in todo.into_iter().zip(rows) {
+            train[i] = row;
+        }
+    }
+    let eval = train.split_off(n_train);
+    Ok((train, eval))
 }
 
 /// True when every pair carries precomputed reference log-probs.
@@ -549,6 +621,7 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
         return run_listwise(config, loss, options, device);
     }
     let encoder = run_encoder(config)?;
+    let run_dir = prepare_output(config, options)?;
     let out = &config.train.output_dir;
     let (mut train_pairs, mut eval_pairs, data) = load_pairs(
         &DataInput::of(config)?,
@@ -557,26 +630,20 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     )?;
     let collator = collator_for(&encoder);
     let policy = CausalLm::<B>::from_pretrained(&model_path, device)?;
-    let precomputed = all_precomputed(&train_pairs) && all_precomputed(&eval_pairs);
-    if loss.needs_reference() && !precomputed {
-        let reference: CausalLm<B::InnerBackend> = match &config.model.reference {
-            Some(dir) => CausalLm::from_pretrained(dir, device)?,
-            None => policy.valid(),
-        };
-        // One pass over train and eval pairs together, so one progress bar covers both.
-        let n_train = train_pairs.len();
-        train_pairs.append(&mut eval_pairs);
-        let mut progress = (!options.quiet).then(|| Progress::new(train_pairs.len() as u64, 0));
+    if loss.needs_reference() {
         let batch = reference_batch_size(config.train.batch_size);
-        precompute_reference(
-            &reference,
-            &mut train_pairs,
-            &collator,
-            batch,
-            device,
-            progress.as_mut(),
-        );
-        eval_pairs = train_pairs.split_off(n_train);
+        let (train, eval) = fill_missing(
+            train_pairs,
+            eval_pairs,
+            |p| p.ref_chosen_logp.is_none() || p.ref_rejected_logp.is_none(),
+            options,
+            |todo, progress| {
+                let reference = reference_model(config, &policy, device)?;
+                precompute_reference(&reference, todo, &collator, batch, device, progress);
+                Ok(())
+            },
+        )?;
+        (train_pairs, eval_pairs) = (train, eval);
     }
     let objective = PreferenceObjective::<B> {
         train: train_pairs,
@@ -586,7 +653,7 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
         reference: None,
         device: device.clone(),
     };
-    finish_run(policy, &objective, config, options, data, device)
+    finish_run(run_dir, policy, &objective, config, options, data, device)
 }
 
 /// True when the training data are listwise: a `responses` column (or the file column mapped
@@ -628,6 +695,7 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
     device: &B::Device,
 ) -> Result<RunSummary<B>, PipelineError> {
     let encoder = run_encoder(config)?;
+    let run_dir = prepare_output(config, options)?;
     let out = &config.train.output_dir;
     let (mut train_rows, mut eval_rows, data) = load_lists(
         &DataInput::of(config)?,
@@ -636,21 +704,20 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
     )?;
     let collator = collator_for(&encoder);
     let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
-    let cached = |rows: &[TokenizedList]| rows.iter().all(|r| r.ref_logps.is_some());
-    if loss.needs_reference() && !(cached(&train_rows) && cached(&eval_rows)) {
-        let reference = reference_model(config, &policy, device)?;
-        let n_train = train_rows.len();
-        train_rows.append(&mut eval_rows);
-        let mut progress = (!options.quiet).then(|| Progress::new(train_rows.len() as u64, 0));
-        precompute_list_reference(
-            &reference,
-            &mut train_rows,
-            &collator,
-            config.train.batch_size.max(1),
-            device,
-            progress.as_mut(),
+    if loss.needs_reference() {
+        let batch = config.train.batch_size.max(1);
+        (train_rows, eval_rows) = fill_missing(
+            train_rows,
+            eval_rows,
+            |r| r.ref_logps.is_none(),
+            options,
+            |todo, progress| {
+                let reference = reference_model(config, &policy, device)?;
+                Ok(precompute_list_reference(
+                    &reference, todo, &collator, batch, device, progress,
+                )?)
+            },
         )?;
-        eval_rows = train_rows.split_off(n_train);
     }
     let objective = ListwiseObjective::<B> {
         train: train_rows,
@@ -660,7 +727,7 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
         reference: None,
         device: device.clone(),
     };
-    finish_run(policy, &objective, config, options, data, device)
+    finish_run(run_dir, policy, &objective, config, options, data, device)
 }
 
 /// KTO (or `apo_zero_unpaired`) on unpaired rows (`prompt`, `completion`, `label`): each row
@@ -674,6 +741,7 @@ pub fn run_kto<B: ModelAutodiffBackend>(
     let loss: UnpairedLoss = loss_from_table(&config.loss)?;
     loss.validate()?;
     let encoder = run_encoder(config)?;
+    let run_dir = prepare_output(config, options)?;
     let out = &config.train.output_dir;
     let (mut train_rows, mut eval_rows, data) = load_unpaired(
         &DataInput::of(config)?,
@@ -707,7 +775,7 @@ pub fn run_kto<B: ModelAutodiffBackend>(
         loss,
         device: device.clone(),
     };
-    finish_run(policy, &objective, config, options, data, device)
+    finish_run(run_dir, policy, &objective, config, options, data, device)
 }
 
 /// Supervised fine-tuning on `prompt` / `completion` rows (token-mean NLL of the completions).
@@ -718,6 +786,7 @@ pub fn run_sft<B: ModelAutodiffBackend>(
 ) -> Result<RunSummary<B>, PipelineError> {
     let model_path = model_dir(config)?;
     let encoder = run_encoder(config)?;
+    let run_dir = prepare_output(config, options)?;
     let out = &config.train.output_dir;
     let (train_rows, eval_rows, data) = load_prompt_completions(
         &DataInput::of(config)?,
@@ -731,7 +800,7 @@ pub fn run_sft<B: ModelAutodiffBackend>(
         device: device.clone(),
     };
     let model = CausalLm::<B>::from_pretrained(&model_path, device)?;
-    finish_run(model, &objective, config, options, data, device)
+    finish_run(run_dir, model, &objective, config, options, data, device)
 }
 
 /// A Bradley-Terry reward model on pairs, or K-wise on rankings when the data are listwise
@@ -747,6 +816,7 @@ pub fn run_reward<B: ModelAutodiffBackend>(
     let loss: RewardLoss = loss_from_table(&config.loss)?;
     loss.validate()?;
     let encoder = run_encoder(config)?;
+    let run_dir = prepare_output(config, options)?;
     let out = &config.train.output_dir;
     let input = DataInput::of(config)?;
     let rejects = out.join("rejects.jsonl");
@@ -766,7 +836,7 @@ pub fn run_reward<B: ModelAutodiffBackend>(
             loss,
             device: device.clone(),
         };
-        return finish_run(model, &objective, config, options, data, device);
+        return finish_run(run_dir, model, &objective, config, options, data, device);
     }
     let (train_pairs, eval_pairs, data) = load_pairs(&input, &encoder, &rejects)?;
     let objective = RewardObjective::<B> {
@@ -776,7 +846,7 @@ pub fn run_reward<B: ModelAutodiffBackend>(
         loss,
         device: device.clone(),
     };
-    finish_run(model, &objective, config, options, data, device)
+    finish_run(run_dir, model, &objective, config, options, data, device)
 }
 
 /// Counts of [`precompute_reference_file`]: `read = scored + rejected`, every row written.

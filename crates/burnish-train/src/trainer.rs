@@ -97,6 +97,8 @@ pub struct TrainOutcome<B: AutodiffBackend> {
 pub struct RunOptions {
     /// Continue from the latest checkpoint in the output directory.
     pub resume: bool,
+    /// Start afresh in an output folder that holds a run, deleting that run's files.
+    pub overwrite: bool,
     /// Stop (as if killed) after this many optimizer steps, keeping checkpoints: for tests.
     pub stop_after: Option<u64>,
     /// Print nothing (no progress bar or lines).
