@@ -50,6 +50,7 @@ impl Job for Generation {
         let args = self.args;
         let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;
+        tokenizer.check_fits(&model.config)?;
         let prompt = tokenizer.encode(&args.prompt)?;
         let config = SamplingConfig {
             max_new_tokens: args.max_new_tokens,

@@ -88,13 +88,22 @@ impl Job for Scoring {
         let args = self.args;
         let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;
+        tokenizer.check_fits(&model.config)?;
+        // A row the model cannot take (longer than its positions) is an error for that row,
+        // as `generate` refuses such a prompt; training truncates instead.
+        let fits = |row: PromptCompletion| -> anyhow::Result<PromptCompletion> {
+            model.check_length(row.ids.len())?;
+            Ok(row)
+        };
         if let (Some(prompt), Some(completion)) = (&args.prompt, &args.completion) {
-            let row = tokenizer.prompt_completion(prompt, completion)?;
+            let row = fits(tokenizer.prompt_completion(prompt, completion)?)?;
             let (logp, tokens) = score_batch(&model, &[row], &device)[0];
             println!("{}", score_json(logp, tokens));
             return Ok(());
         }
-        let input = args.input.expect("clap requires --input without --prompt");
+        let Some(input) = args.input else {
+            bail!("give --prompt and --completion, or --input FILE");
+        };
         let rows = read_rows(&input)?;
         let mut out = BufWriter::new(std::io::stdout().lock());
         let mut failed = 0usize;
@@ -123,7 +132,7 @@ impl Job for Scoring {
             Ok(())
         };
         for (index, row) in rows.into_iter().enumerate() {
-            match row.and_then(|(p, c)| Ok(tokenizer.prompt_completion(&p, &c)?)) {
+            match row.and_then(|(p, c)| fits(tokenizer.prompt_completion(&p, &c)?)) {
                 Ok(tokens) => pending.push((index, tokens)),
                 Err(err) => {
                     failed += 1;

@@ -1109,3 +1109,112 @@ fn output_folders_are_not_mixed_and_resumes_stay_exact() {
         "the lock is released"
     );
 }
+
+/// A copy of the tiny GPT-2 whose tokenizer has 200 more (special) tokens than the model has
+/// embedding rows, so ids 512.. exist in the tokenizer only.
+fn model_with_oversized_tokenizer(dir: &Path) -> PathBuf {
+    let model = dir.join("mismatched");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(gpt2().join(f), model.join(f)).unwrap();
+    }
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gpt2().join("tokenizer.json")).unwrap())
+            .unwrap();
+    let added = tokenizer["added_tokens"].as_array_mut().unwrap();
+    for id in 512..712 {
+        added.push(serde_json::json!({
+            "id": id, "content": format!("<x{id}>"), "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    }
+    std::fs::write(model.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    model
+}
+
+/// Inputs that used to panic in model commands: each is now one line and exit status 1.
+#[test]
+fn model_commands_validate_their_inputs_at_the_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_with_oversized_tokenizer(dir.path());
+    let m = model.to_str().unwrap();
+    let g = gpt2();
+    let g = g.to_str().unwrap();
+    let long_prompt = "The film was great. ".repeat(40);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "logprobs",
+                "--model",
+                m,
+                "--prompt",
+                "The film <x600>",
+                "--completion",
+                " was great.",
+            ],
+            "vocabulary",
+        ),
+        (
+            vec!["generate", "--model", m, "--prompt", "The film <x600>"],
+            "vocabulary",
+        ),
+        (
+            vec![
+                "logprobs",
+                "--model",
+                g,
+                "--prompt",
+                "",
+                "--completion",
+                "a",
+            ],
+            "prompt has no tokens",
+        ),
+        (
+            vec![
+                "logprobs",
+                "--model",
+                g,
+                "--prompt",
+                &long_prompt,
+                "--completion",
+                " yes",
+            ],
+            "positions",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                g,
+                "--prompt",
+                "The film",
+                "--max-new-tokens",
+                "18446744073709551613",
+            ],
+            "positions",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = burnish(&args);
+        assert_eq!(o.status.code(), Some(1), "{:?}: {}", &args[..2], text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{:?}: {err}", &args[..2]);
+        assert!(err.contains(needle), "{:?}: {err}", &args[..2]);
+    }
+    // Training with the mismatched tokenizer, and with sequences too short to score.
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 16);
+    let config = write_config(dir.path(), &data, 2, 0);
+    let c = config.to_str().unwrap();
+    for (set, needle) in [
+        (format!("model.path={m}"), "vocabulary"),
+        ("data.max_length=1".to_string(), "data.max_length"),
+    ] {
+        let o = burnish(&["train", "dpo", "--config", c, "--quiet", "--set", &set]);
+        assert_eq!(o.status.code(), Some(1), "{set}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{set}: {err}");
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+}

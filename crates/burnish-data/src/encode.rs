@@ -283,6 +283,10 @@ impl Encoder {
         {
             ids.insert(0, bos);
         }
+        if ids.is_empty() {
+            // The first completion token would have no token before it to be predicted from.
+            return Err(EncodeError::EmptyCompletion("prompt"));
+        }
         if let Some(max) = self.config.max_prompt_length
             && ids.len() > max
         {

@@ -200,13 +200,16 @@ impl<B: crate::ops::ModelBackend> CausalLm<B> {
         }
         let batch = prompts.len();
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        // Every model command keeps to the model's positions: `logprobs` refuses longer rows,
+        // training truncates to them. Saturating, so a huge max_new_tokens is this error too.
         let limit = self.config.max_positions;
-        if self.pos_embed.is_some() && width + config.max_new_tokens > limit {
+        if width.saturating_add(config.max_new_tokens) > limit {
             return Err(ModelError::InvalidArgument(format!(
                 "prompt ({width} tokens) + max_new_tokens ({}) exceeds the model's {limit} positions",
                 config.max_new_tokens
             )));
         }
+        self.check_ids(prompts.iter().flatten().copied())?;
         // Left padding keeps every row's newest token in the last column.
         let mut ids: Vec<Vec<i64>> = Vec::with_capacity(batch);
         let mut mask: Vec<Vec<i64>> = Vec::with_capacity(batch);

@@ -27,4 +27,4 @@ pub use hf::copy_tokenizer_files;
 pub use layers::KvCache;
 pub use model::{CausalLm, CompletionLogps, ScoredTokens, split_pair};
 pub use ops::{ModelAutodiffBackend, ModelBackend};
-pub use tokenizer::{PromptCompletion, TextTokenizer};
+pub use tokenizer::{PromptCompletion, TextTokenizer, check_vocab};

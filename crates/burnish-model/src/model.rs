@@ -100,6 +100,30 @@ fn norm<B: Backend>(config: &ModelConfig, device: &B::Device) -> Norm<B> {
 }
 
 impl<B: Backend> CausalLm<B> {
+    /// Checks token ids before they reach the embedding: each must be below the vocabulary
+    /// size, so a wrong tokenizer or a corrupt cache is one error instead of an out-of-bounds
+    /// panic inside a kernel.
+    pub fn check_ids(&self, ids: impl IntoIterator<Item = u32>) -> crate::Result<()> {
+        let vocab = self.config.vocab_size;
+        match ids.into_iter().find(|&id| id as usize >= vocab) {
+            Some(id) => Err(crate::ModelError::InvalidArgument(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks that a sequence of `len` tokens fits the model's positions.
+    pub fn check_length(&self, len: usize) -> crate::Result<()> {
+        let limit = self.config.max_positions;
+        if len > limit {
+            return Err(crate::ModelError::InvalidArgument(format!(
+                "{len} tokens exceed the model's {limit} positions (training truncates to them; shorten the text)"
+            )));
+        }
+        Ok(())
+    }
+
     /// A freshly initialised model (normal(0, 0.02) weights, residual projections scaled by
     /// `1/sqrt(2 * layers)` as in GPT-2), for training from scratch or as a loading template.
     pub fn init(config: &ModelConfig, device: &B::Device) -> Self {

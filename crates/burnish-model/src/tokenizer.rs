@@ -98,6 +98,12 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Checks that every id the tokenizer can produce is a row of the model's embedding (see
+    /// [`check_vocab`]).
+    pub fn check_fits(&self, config: &crate::ModelConfig) -> Result<()> {
+        check_vocab(&self.inner, &self.path, config)
+    }
+
     /// The wrapped `tokenizers` tokenizer.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
@@ -133,6 +139,13 @@ impl TextTokenizer {
     /// module docs for what happens when a merge crosses the boundary).
     pub fn prompt_completion(&self, prompt: &str, completion: &str) -> Result<PromptCompletion> {
         let prompt_ids = self.encode(prompt)?;
+        if prompt_ids.is_empty() {
+            // A causal LM scores token t from the tokens before it; the first token of the
+            // sequence has none (TRL's trainers likewise never score it).
+            return Err(ModelError::InvalidArgument(
+                "the prompt has no tokens, so the completion's first token would have nothing to be predicted from; give a prompt (or use a tokenizer that adds a BOS token)".into(),
+            ));
+        }
         let ids = self.encode(&format!("{prompt}{completion}"))?;
         if !ids.starts_with(&prompt_ids) {
             let tail: String = prompt
@@ -159,4 +172,25 @@ impl TextTokenizer {
             prompt_len: prompt_ids.len(),
         })
     }
+}
+
+/// Refuses a tokenizer with more tokens (special tokens included) than the model has embedding
+/// rows: its ids past the vocabulary would index out of the embedding. A smaller tokenizer is
+/// fine (models often pad their vocabulary).
+pub fn check_vocab(
+    tokenizer: &tokenizers::Tokenizer,
+    path: &Path,
+    config: &crate::ModelConfig,
+) -> Result<()> {
+    let tokens = tokenizer.get_vocab_size(true);
+    if tokens > config.vocab_size {
+        return Err(ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            reason: format!(
+                "has {tokens} tokens but the model's vocabulary has {} (vocab_size in config.json): this tokenizer does not belong to this model",
+                config.vocab_size
+            ),
+        });
+    }
+    Ok(())
 }

@@ -463,8 +463,21 @@ impl TrainingConfig {
                 format!("must be in [0, 1), got {}", self.data.eval_fraction),
             );
         }
-        if self.data.max_length == 0 {
-            return invalid("data.max_length", "must be at least 1".to_string());
+        if self.data.max_length < 2 {
+            return invalid(
+                "data.max_length",
+                format!(
+                    "must be at least 2 (one prompt token to predict from, one completion token), got {}",
+                    self.data.max_length
+                ),
+            );
+        }
+        if self.data.max_prompt_length == 0 {
+            return invalid(
+                "data.max_prompt_length",
+                "must be at least 1: the first completion token is predicted from the prompt"
+                    .to_string(),
+            );
         }
         if self.data.max_prompt_length >= self.data.max_length {
             return invalid(

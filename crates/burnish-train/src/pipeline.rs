@@ -22,7 +22,8 @@ use burnish_data::{
 };
 use burnish_losses::{InputKind, LossError, PreferenceLoss, RewardLoss, UnpairedLoss};
 use burnish_model::{
-    CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, copy_tokenizer_files,
+    CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, check_vocab,
+    copy_tokenizer_files,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -393,6 +394,7 @@ pub fn encoder_for(
         ..EncoderConfig::default()
     };
     let mut encoder = Encoder::from_files(&tokenizer, config)?;
+    check_vocab(encoder.tokenizer(), &tokenizer, &model_config)?;
     if encoder.eos_token_id().is_none() {
         encoder = encoder.with_eos_token_id(model_config.eos_token_id);
     }
