@@ -343,6 +343,21 @@ pub fn find_latest(output_dir: impl AsRef<Path>) -> Result<Option<Checkpoint>, C
     }
 }
 
+/// Suffix of a checkpoint directory being deleted.
+const PRUNED_SUFFIX: &str = ".pruned";
+
+/// Removes `checkpoint-N.pruned` directories a killed prune left behind.
+fn remove_pruned_leftovers(output_dir: &Path) -> Result<(), CheckpointError> {
+    for entry in fs::read_dir(output_dir).map_err(CheckpointError::io(output_dir))? {
+        let path = entry.map_err(CheckpointError::io(output_dir))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(PRUNED_SUFFIX)) {
+            fs::remove_dir_all(&path).map_err(CheckpointError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Deletes the oldest checkpoints so that at most `keep` remain (`0` keeps all); the one
 /// `latest` names is never deleted. Returns the deleted directories.
 pub fn prune_checkpoints(
@@ -357,11 +372,18 @@ pub fn prune_checkpoints(
     let all = list_checkpoints(output_dir)?;
     let excess = all.len().saturating_sub(keep);
     let mut deleted = Vec::new();
+    remove_pruned_leftovers(output_dir)?;
     for (_, dir) in all.into_iter().take(excess) {
         if Some(&dir) == latest.as_ref() {
             continue;
         }
-        fs::remove_dir_all(&dir).map_err(CheckpointError::io(&dir))?;
+        // Renamed first, so a kill while deleting leaves `checkpoint-N.pruned` (not a
+        // checkpoint, removed by the next prune), never a `checkpoint-N` missing files.
+        let mut doomed = dir.clone().into_os_string();
+        doomed.push(PRUNED_SUFFIX);
+        let doomed = PathBuf::from(doomed);
+        fs::rename(&dir, &doomed).map_err(CheckpointError::io(&dir))?;
+        fs::remove_dir_all(&doomed).map_err(CheckpointError::io(&doomed))?;
         deleted.push(dir);
     }
     Ok(deleted)
