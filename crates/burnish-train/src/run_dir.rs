@@ -78,7 +78,7 @@ pub enum RunDirError {
     },
     /// A data file changed since the run started.
     #[error(
-        "{dir}: cannot resume: {what} changed since the run started; the resumed run would not see the same data"
+        "{dir}: cannot resume: {what} changed since the run started; the resumed run would not see the same data or model"
     )]
     DataChanged {
         /// The output folder.
@@ -315,7 +315,9 @@ pub fn fingerprint_file(path: &Path) -> Result<FileFingerprint, RunDirError> {
     })
 }
 
-/// Fingerprints of every data file the config reads (training and held-out, folders expanded).
+/// Fingerprints of every data file the config reads (training and held-out, folders expanded)
+/// and of the starting model's and reference's `config.json`: a model replaced in place (another
+/// architecture at the same path) cannot be resumed into.
 pub fn data_fingerprint(config: &TrainingConfig) -> Result<Vec<FileFingerprint>, RunDirError> {
     let mut reader = ReaderBuilder::new();
     if let Some(split) = &config.data.split {
@@ -329,6 +331,17 @@ pub fn data_fingerprint(config: &TrainingConfig) -> Result<Vec<FileFingerprint>,
             .files()
             .map_err(|e| RunDirError::Other(e.to_string()))?;
         files.extend(expanded);
+    }
+    for model in config
+        .model
+        .path
+        .iter()
+        .chain(config.model.reference.iter())
+    {
+        let model_config = model.join("config.json");
+        if model_config.exists() {
+            files.push(model_config);
+        }
     }
     files.iter().map(|f| fingerprint_file(f)).collect()
 }
@@ -415,7 +428,7 @@ fn describe_change(saved: &[FileFingerprint], now: &[FileFingerprint]) -> String
         }
         if a != b {
             return format!(
-                "the data file {} ({} bytes then, {} now{})",
+                "the file {} ({} bytes then, {} now{})",
                 a.path.display(),
                 a.bytes,
                 b.bytes,

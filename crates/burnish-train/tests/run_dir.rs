@@ -116,3 +116,29 @@ fn a_resume_refuses_changes_that_break_exactness() {
     assert!(matches!(err, RunDirError::DataChanged { .. }), "{err}");
     assert!(err.to_string().contains("pairs.parquet"), "{err}");
 }
+
+#[test]
+fn a_resume_refuses_a_model_replaced_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("pairs.parquet");
+    write_pairs(&data, 8);
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"model_type": "gpt2", "n_layer": 2}"#,
+    )
+    .unwrap();
+    let set = format!("model.path={:?}", model.display().to_string());
+    let cfg = config(tmp.path(), &data, &[set.as_str()]);
+    drop(prepare_run_dir(&cfg, false, false).unwrap());
+    drop(prepare_run_dir(&cfg, true, false).unwrap());
+    std::fs::write(
+        model.join("config.json"),
+        r#"{"model_type": "llama", "num_hidden_layers": 2}"#,
+    )
+    .unwrap();
+    let err = prepare_run_dir(&cfg, true, false).unwrap_err();
+    assert!(matches!(err, RunDirError::DataChanged { .. }), "{err}");
+    assert!(err.to_string().contains("config.json"), "{err}");
+}
