@@ -108,6 +108,23 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A conversion that does not allow rejects rejected some records, so its output was not
+    /// written (the rejects file says why each one was rejected).
+    #[error(
+        "{}: {rejected} of {read} records rejected (reasons in {}), so the output was not written",
+        path.display(),
+        rejects.display()
+    )]
+    Rejected {
+        /// The output that was not written.
+        path: PathBuf,
+        /// Records read.
+        read: u64,
+        /// Records rejected.
+        rejected: u64,
+        /// The rejects file.
+        rejects: PathBuf,
+    },
     /// Anything else about a file's content (bad JSON, bad option for this file).
     #[error("{}: {reason}", path.display())]
     Invalid {
@@ -135,6 +152,25 @@ impl DataError {
         DataError::Arrow {
             path: path.into(),
             source,
+        }
+    }
+
+    /// The file the error names (every variant names one).
+    pub(crate) fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            DataError::Io { path, .. }
+            | DataError::Parquet { path, .. }
+            | DataError::Arrow { path, .. }
+            | DataError::MissingColumn { path, .. }
+            | DataError::MappedColumn { path, .. }
+            | DataError::ColumnType { path, .. }
+            | DataError::Row { path, .. }
+            | DataError::NoFiles(path)
+            | DataError::EmptyInput(path)
+            | DataError::Template { path, .. }
+            | DataError::Tokenizer { path, .. }
+            | DataError::Rejected { path, .. }
+            | DataError::Invalid { path, .. } => path,
         }
     }
 }

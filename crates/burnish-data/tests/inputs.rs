@@ -672,6 +672,110 @@ fn an_output_that_is_an_input_is_refused() {
 }
 
 #[test]
+fn a_rejects_file_that_is_the_output_or_an_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}\n{\"prompt\": \"p\"}\n",
+    )
+    .unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    // The same file spelled another way is still the output.
+    opts.rejects = dir.path().join(".").join("out.parquet");
+    let err = convert(std::slice::from_ref(&input), &out, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rejects file is also the output"), "{err}");
+    assert!(!out.exists());
+    opts.rejects = input.clone();
+    let err = convert(std::slice::from_ref(&input), &out, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rejects file is also the input"), "{err}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_conversion_that_fails_half_way_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    let line =
+        |key: &str| format!("{{\"{key}\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}}\n");
+    std::fs::write(&a, line("question").repeat(3)).unwrap();
+    // `b` lacks the mapped column, which is found out only once `a` has been written.
+    std::fs::write(&b, line("prompt")).unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    opts.columns = columns(&[("prompt", "question")]);
+    let inputs = [a.clone(), b.clone()];
+    let err = convert(&inputs, &out, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("b.jsonl") && err.contains("`question`"),
+        "{err}"
+    );
+    assert_eq!(listing(dir.path()), ["a.jsonl", "b.jsonl"]);
+
+    // An earlier output at that path stays as it was.
+    run(std::slice::from_ref(&a), &out, |o| {
+        o.columns = columns(&[("prompt", "question")])
+    });
+    let before = std::fs::read(&out).unwrap();
+    assert!(convert(&inputs, &out, &opts).is_err());
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    assert_eq!(listing(dir.path()), ["a.jsonl", "b.jsonl", "out.parquet"]);
+}
+
+#[test]
+fn rejects_that_are_not_allowed_fail_the_conversion_and_write_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}\n{\"prompt\": \"p\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    opts.allow_rejects = false;
+    let err = convert(std::slice::from_ref(&input), &out, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Rejected {
+                read: 2,
+                rejected: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("out.rejects.jsonl"), "{err}");
+    assert!(!out.exists());
+    let rejects = std::fs::read_to_string(dir.path().join("out.rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert_eq!(listing(dir.path()), ["in.jsonl", "out.rejects.jsonl"]);
+    // Allowed, the same input gives the valid record.
+    opts.allow_rejects = true;
+    let report = convert(std::slice::from_ref(&input), &out, &opts).unwrap();
+    assert_eq!((report.written, report.rejected), (1, 1));
+    assert!(out.exists());
+}
+
+#[test]
 fn float_columns_of_any_width_and_nulls_read_from_arrow() {
     let dir = tempfile::tempdir().unwrap();
     let base = pair_batch(0..3, None);
