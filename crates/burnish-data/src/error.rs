@@ -4,6 +4,10 @@
 //! can fix the input without a debugger. Errors that concern one row only (a row that cannot be
 //! rendered or tokenized) are [`EncodeError`]s: callers count them and write them to a rejects
 //! file instead of stopping.
+//!
+//! A wrapped error (I/O, Parquet, Arrow) is part of the message and not also returned by
+//! `source()`: `anyhow`'s `{:#}` prints the whole chain, and a cause both in the message and in
+//! the chain would be printed twice.
 
 use std::path::PathBuf;
 
@@ -11,31 +15,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`).
+        cause: std::io::Error,
     },
     /// The Parquet layer failed (corrupt or truncated file, unsupported encoding).
-    #[error("{}: Parquet: {source}", path.display())]
+    #[error("{}: Parquet: {cause}", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: parquet::errors::ParquetError,
+        /// The underlying error (in the message, not in `source()`).
+        cause: parquet::errors::ParquetError,
     },
     /// Building or casting an Arrow array failed.
-    #[error("{}: Arrow: {source}", path.display())]
+    #[error("{}: Arrow: {cause}", path.display())]
     Arrow {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: arrow::error::ArrowError,
+        /// The underlying error (in the message, not in `source()`).
+        cause: arrow::error::ArrowError,
     },
     /// A required column is absent.
     #[error("{}: missing column `{column}` (found: {found})", path.display())]
@@ -136,22 +137,22 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
-    pub(crate) fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
+    pub(crate) fn parquet(path: impl Into<PathBuf>, cause: parquet::errors::ParquetError) -> Self {
         DataError::Parquet {
             path: path.into(),
-            source,
+            cause,
         }
     }
-    pub(crate) fn arrow(path: impl Into<PathBuf>, source: arrow::error::ArrowError) -> Self {
+    pub(crate) fn arrow(path: impl Into<PathBuf>, cause: arrow::error::ArrowError) -> Self {
         DataError::Arrow {
             path: path.into(),
-            source,
+            cause,
         }
     }
 
