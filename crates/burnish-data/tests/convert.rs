@@ -341,6 +341,56 @@ fn scores_and_rankings_formats_into_pairs() {
 }
 
 #[test]
+fn sharegpt_answers_from_the_human_side_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sharegpt.jsonl");
+    let conv = r#""conversations": [{"from": "human", "value": "Hi?"}]"#;
+    let lines = [
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "gpt", "value": "Hello."}}, "rejected": {{"from": "gpt", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "human", "value": "Hello."}}, "rejected": {{"from": "gpt", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "gpt", "value": "Hello."}}, "rejected": {{"from": "user", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": [{{"from": "gpt", "value": "A"}}, {{"from": "human", "value": "B"}}], "rejected": "Go."}}"#
+        ),
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let (report, out) = run(
+        InputFormat::ShareGpt,
+        None,
+        std::slice::from_ref(&input),
+        dir.path(),
+    );
+    assert_eq!((report.read, report.written, report.rejected), (4, 1, 3));
+    let written = pairs(&out);
+    assert_eq!(
+        written[0].chosen,
+        Content::Messages(vec![Message::new("assistant", "Hello.")])
+    );
+    let reasons: Vec<String> = rejects(&report)
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons[0].contains("`chosen` is a `user` turn"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("`rejected` is a `user` turn"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("`chosen[1]` is a `user` turn"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
 fn broken_rows_are_rejected_with_file_line_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("broken.jsonl");
