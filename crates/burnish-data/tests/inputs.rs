@@ -589,6 +589,72 @@ fn a_hub_folder_of_parquet_shards_reads_one_split_with_rejects_per_shard() {
     );
 }
 
+/// Rejects and row errors past the first record batch of a later file still name that file and
+/// the row's own number in it, for the trainers' reader and for `convert`.
+#[test]
+fn rows_past_the_first_batch_of_a_later_shard_keep_their_own_row_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shards");
+    std::fs::create_dir(&folder).unwrap();
+    // Two files of 1500 rows (two of convert's 1024-row batches), a null `chosen` at row 1300 of
+    // the second and at row 2 of the first, each file written as three row groups.
+    for (name, start, bad) in [("a.parquet", 0, 2), ("b.parquet", 1500, 2800)] {
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|k| {
+                let from = start + k * 500;
+                pair_batch(from..from + 500, Some(bad))
+            })
+            .collect();
+        write_parquet(&folder.join(name), &batches);
+    }
+    let mut reader = ReaderBuilder::new()
+        .path(&folder)
+        .batch_size(200)
+        .pairs()
+        .unwrap();
+    let mut errors = Vec::new();
+    while let Some(r) = reader.next() {
+        if let Err(e) = r {
+            let pos = reader.position().unwrap();
+            errors.push((
+                pos.file.file_name().unwrap().to_owned(),
+                pos.row,
+                e.to_string(),
+            ));
+        }
+    }
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.to_str().unwrap(), errors[0].1),
+        ("a.parquet", 2)
+    );
+    assert_eq!(
+        (errors[1].0.to_str().unwrap(), errors[1].1),
+        ("b.parquet", 1300)
+    );
+    assert!(
+        errors[1].2.contains("b.parquet, row 1300, column `chosen`"),
+        "{}",
+        errors[1].2
+    );
+
+    let out = dir.path().join("out.parquet");
+    let report = run(std::slice::from_ref(&folder), &out, |_| {});
+    assert_eq!((report.read, report.rejected), (3000, 2));
+    let rej = rejects(&report);
+    let at: Vec<(String, u64)> = rej
+        .iter()
+        .map(|r| {
+            let source = Path::new(r["source"].as_str().unwrap());
+            (
+                source.file_name().unwrap().to_string_lossy().into_owned(),
+                r["row"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(at, [("a.parquet".into(), 2), ("b.parquet".into(), 1300)]);
+}
+
 #[test]
 fn top_level_shards_and_jsonl_shards_are_hub_style_too() {
     let dir = tempfile::tempdir().unwrap();
