@@ -87,6 +87,19 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A column cannot be read at all (wrong type, JSON message lists in a CSV file): every row
+    /// of the file from `row` on is unusable.
+    #[error("{}, rows from {row}, column `{column}`: {reason}", path.display())]
+    Column {
+        /// The file.
+        path: PathBuf,
+        /// The first row of the record batch where the column failed, from 0.
+        row: u64,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A folder given as input holds no data file.
     #[error("{}: no data files (.parquet, .arrow, .csv) in this folder", .0.display())]
     NoFiles(PathBuf),
@@ -166,6 +179,7 @@ impl DataError {
             | DataError::MappedColumn { path, .. }
             | DataError::ColumnType { path, .. }
             | DataError::Row { path, .. }
+            | DataError::Column { path, .. }
             | DataError::NoFiles(path)
             | DataError::EmptyInput(path)
             | DataError::Template { path, .. }
