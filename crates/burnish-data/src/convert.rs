@@ -377,6 +377,12 @@ impl Drop for Staged {
     }
 }
 
+/// Whether two paths name the same file as the file system resolves them (`a/../b`, links),
+/// either of them possibly not created yet.
+pub fn is_same_file(a: &Path, b: &Path) -> bool {
+    resolved(a) == resolved(b)
+}
+
 /// Refuses to write `output` (or the rejects file) over an input or one of its files.
 fn refuse_overwriting_inputs(
     output: &Path,
@@ -443,7 +449,7 @@ pub fn convert(
     }
     refuse_overwriting_inputs(output, "output", inputs, &shards)?;
     refuse_overwriting_inputs(&options.rejects, "rejects file", inputs, &shards)?;
-    if resolved(&options.rejects) == resolved(output) {
+    if is_same_file(&options.rejects, output) {
         return Err(DataError::Invalid {
             path: options.rejects.clone(),
             reason: "the rejects file is also the output: give them different paths".into(),
