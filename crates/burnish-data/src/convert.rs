@@ -607,9 +607,13 @@ fn write_records(
         Sink::Unpaired(w) => {
             w.finish()?;
         }
-        // Still leave a valid (empty) file behind, so that the output always exists.
+        // Still leave a valid (empty) file of the kind asked for, so that the output always
+        // exists and reads as that kind.
         Sink::None if unpaired => {
             UnpairedWriter::create(output, UnpairedSchema::default())?.finish()?;
+        }
+        Sink::None if pairing == Pairing::Listwise => {
+            ListwiseWriter::create(output, ListwiseSchema::default())?.finish()?;
         }
         Sink::None => {
             PairWriter::create(output, PairSchema::default())?.finish()?;

@@ -318,6 +318,27 @@ fn ultrafeedback_best_vs_random_all_pairs_and_listwise() {
     assert_eq!(rows[0].ranking, Ranking::Scores(vec![3.0, 9.0, 5.0, 9.0]));
 }
 
+/// Found by `properties.rs`: with every record rejected, `--pairing listwise` wrote an empty
+/// *pairwise* file, which the listwise reader then refused.
+#[test]
+fn a_listwise_conversion_without_a_valid_record_writes_an_empty_listwise_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ranks.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"p\", \"chosen\": \"c\"}\n").unwrap();
+    let (report, out) = run(
+        InputFormat::Ranking,
+        Some(Pairing::Listwise),
+        std::slice::from_ref(&input),
+        dir.path(),
+    );
+    assert_eq!(
+        (report.read, report.rejected, report.output_rows),
+        (1, 1, 0)
+    );
+    let rows = ReaderBuilder::new().path(&out).listwise().unwrap().count();
+    assert_eq!(rows, 0);
+}
+
 #[test]
 fn scores_and_rankings_formats_into_pairs() {
     let dir = tempfile::tempdir().unwrap();
