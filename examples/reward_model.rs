@@ -172,6 +172,7 @@ impl TrainJob for Example {
             &final_dir,
             None,
             &pairs,
+            &burnish::data::convert::default_rejects_path(&pairs),
             Some(EvalLoss::Reward(RewardLoss::default())),
             &options,
             &device,

@@ -2,8 +2,9 @@
 //!
 //! The conversion itself lives in `burnish_data::convert`; this file maps flags to options and
 //! prints the counts. Every input record is written or rejected; the counts printed add up, and
-//! any reject makes the command fail unless `--allow-rejects` is given. Inputs are files of any
-//! kind the data crate reads and Hugging Face `datasets` folders; `--column TRL=FILE` reads a
+//! any reject makes the command fail unless `--allow-rejects` is given: the rejects file is
+//! written and the output is not (a failed command leaves no output behind). Inputs are files of
+//! any kind the data crate reads and Hugging Face `datasets` folders; `--column TRL=FILE` reads a
 //! file column under a TRL name, so no input has to be rewritten first.
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use burnish::data::convert::{ConvertOptions, Pairing, convert, default_rejects_path};
 use burnish::data::formats::InputFormat;
-use burnish::data::{Encoder, EncoderConfig};
+use burnish::data::{DataError, Encoder, EncoderConfig};
 
 /// Arguments of `burnish convert`.
 #[derive(clap::Args, Debug)]
@@ -40,10 +41,12 @@ pub struct ConvertArgs {
     /// The Parquet file to write.
     #[arg(long)]
     pub output: PathBuf,
-    /// Where rejected records go (JSON Lines); default OUT.rejects.jsonl beside the output.
+    /// Where rejected records go (JSON Lines); default OUT.rejects.jsonl beside the output. It
+    /// may be neither the output nor an input.
     #[arg(long)]
     pub rejects: Option<PathBuf>,
-    /// Succeed even when records were rejected.
+    /// Write the output and succeed even when records were rejected (without it, any reject
+    /// fails the command and the output is not written).
     #[arg(long)]
     pub allow_rejects: bool,
     /// For listwise formats: all-pairs, best-vs-random or listwise (default: best-vs-random for
@@ -124,8 +127,19 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         unpaired: args.to == Some(OutputKind::Unpaired),
         columns: args.columns.clone(),
         split: args.split.clone(),
+        allow_rejects: args.allow_rejects,
     };
-    let report = convert(&args.input, &args.output, &options)?;
+    let report = match convert(&args.input, &args.output, &options) {
+        Ok(report) => report,
+        Err(e @ DataError::Rejected { read, rejected, .. }) => {
+            println!(
+                "read {read}, valid {}, rejected {rejected}; nothing written",
+                read - rejected
+            );
+            bail!("{e}; pass --allow-rejects to write the valid records");
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "read {}, written {} ({} rows in {}), rejected {}",
         report.read,
@@ -136,14 +150,6 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     );
     if let Some(path) = &report.rejects_path {
         println!("rejects: {}", path.display());
-        if !args.allow_rejects {
-            bail!(
-                "{} of {} records rejected (reasons in {}); pass --allow-rejects to accept this",
-                report.rejected,
-                report.read,
-                path.display()
-            );
-        }
     }
     Ok(())
 }

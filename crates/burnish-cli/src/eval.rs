@@ -3,10 +3,15 @@
 //! A model with a reward head is scored as a reward model (Bradley-Terry loss, `accuracy`);
 //! otherwise as a policy under a preference loss (DPO's sigmoid by default), against the file's
 //! precomputed reference log-probs, a `--reference` model, or the model itself.
+//!
+//! Rows that do not tokenize are counted in the JSON (`data.rejected`) and written to a rejects
+//! file in the current directory by default, never beside the data, whose folder may be
+//! read-only or shared.
 
 use std::path::PathBuf;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
+use burnish::data::convert::is_same_file;
 use burnish::model::ModelAutodiffBackend;
 use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, loss_from_table};
 
@@ -19,6 +24,11 @@ pub struct EvalArgs {
     /// Pairwise Parquet file (`prompt`, `chosen`, `rejected`).
     #[arg(long)]
     pub data: PathBuf,
+    /// Where rows that do not tokenize go (JSON Lines, created only when a row is rejected);
+    /// default DATA.eval-rejects.jsonl in the current directory (DATA: the data file's name
+    /// without its extension). It may not be the data file.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
     /// The loss: bradley_terry for a reward model, or a preference loss (sigmoid, ipo, ...);
     /// default: bradley_terry when the model has a reward head, else sigmoid.
     #[arg(long)]
@@ -46,6 +56,7 @@ pub struct EvalArgs {
 struct Evaluation {
     args: EvalArgs,
     loss: Option<EvalLoss>,
+    rejects: PathBuf,
 }
 
 impl TrainJob for Evaluation {
@@ -64,6 +75,7 @@ impl TrainJob for Evaluation {
             &a.model,
             a.reference.as_deref(),
             &a.data,
+            &self.rejects,
             self.loss,
             &options,
             &device,
@@ -94,9 +106,37 @@ fn loss_of(args: &EvalArgs) -> anyhow::Result<Option<EvalLoss>> {
     Ok(Some(EvalLoss::Preference(loss_from_table(&table)?)))
 }
 
+/// `--rejects`, else DATA.eval-rejects.jsonl in the current directory.
+fn rejects_of(args: &EvalArgs) -> anyhow::Result<PathBuf> {
+    let rejects = match &args.rejects {
+        Some(path) => path.clone(),
+        None => {
+            let stem = args
+                .data
+                .file_stem()
+                .map_or_else(|| "eval".into(), |s| s.to_string_lossy().into_owned());
+            PathBuf::from(format!("{stem}.eval-rejects.jsonl"))
+        }
+    };
+    anyhow::ensure!(
+        !is_same_file(&rejects, &args.data),
+        "{}: the rejects file is also the data file: give --rejects another path",
+        rejects.display()
+    );
+    Ok(rejects)
+}
+
 /// Runs `burnish eval`.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let loss = loss_of(&args)?;
+    let rejects = rejects_of(&args)?;
     let device = args.device;
-    dispatch_train(device, Evaluation { args, loss })
+    dispatch_train(
+        device,
+        Evaluation {
+            args,
+            loss,
+            rejects,
+        },
+    )
 }

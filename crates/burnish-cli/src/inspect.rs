@@ -1,7 +1,9 @@
 //! `burnish inspect`: what a preference data set holds.
 //!
 //! Prints the schema, the row count, length percentiles (p50/p90/p99/max) of the prompt and
-//! completions, in tokens with `--tokenizer` and in characters without, and sample rows.
+//! completions, in tokens with `--tokenizer` and in characters without, sample rows, and the
+//! number of bad rows (unreadable, invalid, or not tokenizable: every one counted) with the
+//! first one's file, row and reason.
 
 use std::path::PathBuf;
 

@@ -101,11 +101,10 @@ fn rejects_make_the_command_fail_unless_allowed() {
     let o = burnish(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(
-        t.contains("read 3, written 1") && t.contains("rejected 2"),
-        "{t}"
-    );
+    assert!(t.contains("read 3, valid 1, rejected 2"), "{t}");
     assert!(t.contains("--allow-rejects"), "{t}");
+    // The command failed, so it leaves no output behind; the rejects file says why.
+    assert!(!out.exists(), "{t}");
     let rejects = std::fs::read_to_string(dir.path().join("out.rejects.jsonl")).unwrap();
     assert_eq!(rejects.lines().count(), 2);
     assert!(
@@ -117,6 +116,25 @@ fn rejects_make_the_command_fail_unless_allowed() {
     allowed.push("--allow-rejects");
     let o = burnish(&allowed);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("read 3, written 1") && text(&o).contains("rejected 2"),
+        "{}",
+        text(&o)
+    );
+    assert!(out.exists());
+
+    // The rejects file may be neither the output nor an input.
+    for rejects in [&out, &input] {
+        let mut refused = allowed.clone();
+        refused.extend(["--rejects", rejects.to_str().unwrap()]);
+        let o = burnish(&refused);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("rejects file is also the"),
+            "{}",
+            text(&o)
+        );
+    }
 }
 
 #[test]

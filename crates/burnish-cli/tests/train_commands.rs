@@ -563,6 +563,53 @@ fn rows_that_do_not_encode_are_counted_and_written_to_rejects() {
     assert!(v["error"].as_str().unwrap().contains("chosen"), "{v}");
 }
 
+#[test]
+fn eval_writes_its_rejects_where_the_user_says_not_beside_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let shelf = dir.path().join("shelf");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&shelf).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let data = shelf.join("pairs.parquet");
+    let mut rows = pairs(6);
+    rows[2].chosen = "".into();
+    let mut w = PairWriter::create(&data, PairSchema::of(&rows[0])).unwrap();
+    for p in rows {
+        w.write(p).unwrap();
+    }
+    w.finish().unwrap();
+    let eval = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_burnish"))
+            .current_dir(&work)
+            .args(["eval", "--model", gpt2().to_str().unwrap()])
+            .args(["--data", data.to_str().unwrap(), "--max-length", "40"])
+            .args(["--max-prompt-length", "20"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // By default: DATA.eval-rejects.jsonl in the current directory.
+    let o = eval(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["data"]["rejected"], 1, "{v}");
+    let rejects = std::fs::read_to_string(work.join("pairs.eval-rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert_eq!(
+        std::fs::read_dir(&shelf).unwrap().count(),
+        1,
+        "nothing written beside the data"
+    );
+    // `--rejects PATH` puts them anywhere else, but not over the data.
+    let elsewhere = dir.path().join("out/eval-rejects.jsonl");
+    let o = eval(&["--rejects", elsewhere.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(elsewhere.is_file());
+    let o = eval(&["--rejects", data.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("is also the data file"), "{}", text(&o));
+}
+
 fn append(config: &Path, text: &str) {
     let old = std::fs::read_to_string(config).unwrap();
     std::fs::write(config, old + text).unwrap();

@@ -17,6 +17,12 @@
 //! The Parquet schema (plain text or message lists, `id`, `margin`) is taken from the first
 //! valid row; a later row that does not fit it (say, a message list after plain text) is
 //! rejected with that reason rather than coerced.
+//!
+//! The output is written under a temporary name beside it and renamed into place only when the
+//! conversion succeeded, so a failed conversion (an unreadable shard half-way, a full disk, or
+//! rejects that [`ConvertOptions::allow_rejects`] does not allow) leaves no output behind, and an
+//! earlier output at that path stays as it was. The rejects file is written as records are
+//! rejected: when rejects fail the conversion it is what says why.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -92,10 +98,15 @@ pub struct ConvertOptions<'a> {
     pub columns: Vec<(String, String)>,
     /// The split read from folders that hold several; `None` for `train`.
     pub split: Option<String>,
+    /// Write the output even when records were rejected. When false, any reject fails the
+    /// conversion with [`DataError::Rejected`] after every record was read (so the rejects file
+    /// lists them all), and the output is not written.
+    pub allow_rejects: bool,
 }
 
 impl ConvertOptions<'_> {
-    /// Options for `format` with default pairing, seed 0, and `OUT.rejects.jsonl` beside `output`.
+    /// Options for `format` with default pairing, seed 0, `OUT.rejects.jsonl` beside `output`,
+    /// and rejects allowed.
     pub fn new(format: InputFormat, output: &Path) -> Self {
         ConvertOptions {
             format,
@@ -106,6 +117,7 @@ impl ConvertOptions<'_> {
             unpaired: false,
             columns: Vec::new(),
             split: None,
+            allow_rejects: true,
         }
     }
 }
@@ -315,6 +327,62 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// The output under a temporary name in its own folder (so that the rename is atomic), removed
+/// again unless [`Staged::commit`] renamed it into place.
+struct Staged {
+    temporary: PathBuf,
+    output: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    fn new(output: &Path) -> Self {
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        // Hidden, and with the process id so that two conversions to one path do not collide.
+        let temporary = output.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+        Staged {
+            temporary,
+            output: output.to_owned(),
+            committed: false,
+        }
+    }
+
+    /// An error about the temporary file as one about the output, the file the user named.
+    fn name_output(&self, mut e: DataError) -> DataError {
+        let path = e.path_mut();
+        if *path == self.temporary {
+            *path = self.output.clone();
+        }
+        e
+    }
+
+    fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.temporary, &self.output)
+            .map_err(|e| DataError::io(&self.output, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the conversion already failed with the error that matters, and a
+            // temporary file that was never created is nothing to report.
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+/// Whether two paths name the same file as the file system resolves them (`a/../b`, links),
+/// either of them possibly not created yet.
+pub fn is_same_file(a: &Path, b: &Path) -> bool {
+    resolved(a) == resolved(b)
+}
+
 /// Refuses to write `output` (or the rejects file) over an input or one of its files.
 fn refuse_overwriting_inputs(
     output: &Path,
@@ -338,9 +406,10 @@ fn refuse_overwriting_inputs(
 /// Converts `inputs` (files and folders of any kind [`crate::source`] reads) of one format
 /// into `output`.
 ///
-/// Fails only on file-level problems (unreadable or empty input, a mapped column an input
-/// lacks, an output that is also an input, unwritable output); row problems are counted and
-/// written to `options.rejects`.
+/// Fails on file-level problems (unreadable or empty input, a mapped column an input lacks, an
+/// output or rejects file that is also an input, a rejects file that is also the output,
+/// unwritable output), and on rejects when `options.allow_rejects` is false; row problems are
+/// counted and written to `options.rejects`. A failed conversion leaves no output.
 pub fn convert(
     inputs: &[PathBuf],
     output: &Path,
@@ -380,6 +449,12 @@ pub fn convert(
     }
     refuse_overwriting_inputs(output, "output", inputs, &shards)?;
     refuse_overwriting_inputs(&options.rejects, "rejects file", inputs, &shards)?;
+    if is_same_file(&options.rejects, output) {
+        return Err(DataError::Invalid {
+            path: options.rejects.clone(),
+            reason: "the rejects file is also the output: give them different paths".into(),
+        });
+    }
     // Refuse empty inputs, and mapped columns a tabular input lacks, before anything is written.
     for shard in &shards {
         let meta = std::fs::metadata(shard).map_err(|e| DataError::io(shard, e))?;
@@ -394,6 +469,32 @@ pub fn convert(
             map.check(shard, &names)?;
         }
     }
+    let staged = Staged::new(output);
+    let report = write_records(&shards, &staged.temporary, options, pairing, unpaired, &map)
+        .map_err(|e| staged.name_output(e))?;
+    if report.rejected > 0 && !options.allow_rejects {
+        // `staged` is dropped here, and the temporary output with it.
+        return Err(DataError::Rejected {
+            path: output.to_owned(),
+            read: report.read,
+            rejected: report.rejected,
+            rejects: options.rejects.clone(),
+        });
+    }
+    staged.commit()?;
+    Ok(report)
+}
+
+/// Reads every record of `shards` and writes the output rows to `output` (the temporary file)
+/// and the rejects to `options.rejects`.
+fn write_records(
+    shards: &[PathBuf],
+    output: &Path,
+    options: &ConvertOptions<'_>,
+    pairing: Pairing,
+    unpaired: bool,
+    map: &ColumnMap,
+) -> Result<ConvertReport> {
     let mut rng = StdRng::seed_from_u64(options.seed);
     let mut report = ConvertReport::default();
     let mut rejects = Rejects {
@@ -403,7 +504,7 @@ pub fn convert(
     let mut sink = Sink::None;
     const CHUNK: usize = 1024;
 
-    for input in &shards {
+    for input in shards {
         let mut chunk: Vec<(Location, std::result::Result<Out, String>)> =
             Vec::with_capacity(CHUNK);
         let flush = |chunk: &mut Vec<(Location, std::result::Result<Out, String>)>,
@@ -483,7 +584,7 @@ pub fn convert(
             }
             Ok(())
         };
-        for_each_mapped_record(input, &map, |loc, value| {
+        for_each_mapped_record(input, map, |loc, value| {
             let out = value
                 .and_then(|v| parse_record(options.format, &v))
                 .and_then(|p| to_out(p, pairing, unpaired, &mut rng));
@@ -506,9 +607,13 @@ pub fn convert(
         Sink::Unpaired(w) => {
             w.finish()?;
         }
-        // Still leave a valid (empty) file behind, so that the output always exists.
+        // Still leave a valid (empty) file of the kind asked for, so that the output always
+        // exists and reads as that kind.
         Sink::None if unpaired => {
             UnpairedWriter::create(output, UnpairedSchema::default())?.finish()?;
+        }
+        Sink::None if pairing == Pairing::Listwise => {
+            ListwiseWriter::create(output, ListwiseSchema::default())?.finish()?;
         }
         Sink::None => {
             PairWriter::create(output, PairSchema::default())?.finish()?;

@@ -4,6 +4,10 @@
 //! can fix the input without a debugger. Errors that concern one row only (a row that cannot be
 //! rendered or tokenized) are [`EncodeError`]s: callers count them and write them to a rejects
 //! file instead of stopping.
+//!
+//! A wrapped error (I/O, Parquet, Arrow) is part of the message and not also returned by
+//! `source()`: `anyhow`'s `{:#}` prints the whole chain, and a cause both in the message and in
+//! the chain would be printed twice.
 
 use std::path::PathBuf;
 
@@ -11,31 +15,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`).
+        cause: std::io::Error,
     },
     /// The Parquet layer failed (corrupt or truncated file, unsupported encoding).
-    #[error("{}: Parquet: {source}", path.display())]
+    #[error("{}: Parquet: {cause}", path.display())]
     Parquet {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: parquet::errors::ParquetError,
+        /// The underlying error (in the message, not in `source()`).
+        cause: parquet::errors::ParquetError,
     },
     /// Building or casting an Arrow array failed.
-    #[error("{}: Arrow: {source}", path.display())]
+    #[error("{}: Arrow: {cause}", path.display())]
     Arrow {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: arrow::error::ArrowError,
+        /// The underlying error (in the message, not in `source()`).
+        cause: arrow::error::ArrowError,
     },
     /// A required column is absent.
     #[error("{}: missing column `{column}` (found: {found})", path.display())]
@@ -86,6 +87,19 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A column cannot be read at all (wrong type, JSON message lists in a CSV file): every row
+    /// of the file from `row` on is unusable.
+    #[error("{}, rows from {row}, column `{column}`: {reason}", path.display())]
+    Column {
+        /// The file.
+        path: PathBuf,
+        /// The first row of the record batch where the column failed, from 0.
+        row: u64,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A folder given as input holds no data file.
     #[error("{}: no data files (.parquet, .arrow, .csv) in this folder", .0.display())]
     NoFiles(PathBuf),
@@ -108,6 +122,23 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A conversion that does not allow rejects rejected some records, so its output was not
+    /// written (the rejects file says why each one was rejected).
+    #[error(
+        "{}: {rejected} of {read} records rejected (reasons in {}), so the output was not written",
+        path.display(),
+        rejects.display()
+    )]
+    Rejected {
+        /// The output that was not written.
+        path: PathBuf,
+        /// Records read.
+        read: u64,
+        /// Records rejected.
+        rejected: u64,
+        /// The rejects file.
+        rejects: PathBuf,
+    },
     /// Anything else about a file's content (bad JSON, bad option for this file).
     #[error("{}: {reason}", path.display())]
     Invalid {
@@ -119,22 +150,42 @@ pub enum DataError {
 }
 
 impl DataError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
-    pub(crate) fn parquet(path: impl Into<PathBuf>, source: parquet::errors::ParquetError) -> Self {
+    pub(crate) fn parquet(path: impl Into<PathBuf>, cause: parquet::errors::ParquetError) -> Self {
         DataError::Parquet {
             path: path.into(),
-            source,
+            cause,
         }
     }
-    pub(crate) fn arrow(path: impl Into<PathBuf>, source: arrow::error::ArrowError) -> Self {
+    pub(crate) fn arrow(path: impl Into<PathBuf>, cause: arrow::error::ArrowError) -> Self {
         DataError::Arrow {
             path: path.into(),
-            source,
+            cause,
+        }
+    }
+
+    /// The file the error names (every variant names one).
+    pub(crate) fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
+            DataError::Io { path, .. }
+            | DataError::Parquet { path, .. }
+            | DataError::Arrow { path, .. }
+            | DataError::MissingColumn { path, .. }
+            | DataError::MappedColumn { path, .. }
+            | DataError::ColumnType { path, .. }
+            | DataError::Row { path, .. }
+            | DataError::Column { path, .. }
+            | DataError::NoFiles(path)
+            | DataError::EmptyInput(path)
+            | DataError::Template { path, .. }
+            | DataError::Tokenizer { path, .. }
+            | DataError::Rejected { path, .. }
+            | DataError::Invalid { path, .. } => path,
         }
     }
 }

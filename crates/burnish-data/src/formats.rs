@@ -17,7 +17,8 @@ pub enum InputFormat {
     Trl,
     /// Anthropic HH-RLHF: `chosen` / `rejected` full transcripts ("\n\nHuman: ...\n\nAssistant: ...").
     HhRlhf,
-    /// LLaMA-Factory ShareGPT style: `conversations` (from/value turns), `chosen`, `rejected`, optional `system`.
+    /// LLaMA-Factory ShareGPT style: `conversations` (from/value turns), `chosen`, `rejected`
+    /// (the assistant's turns; a human turn there rejects the record), optional `system`.
     ShareGpt,
     /// OpenAI-style message lists: `chosen_messages` / `rejected_messages`, content strings or typed parts.
     OpenAi,
@@ -324,16 +325,36 @@ fn hh(v: &Value) -> Result<Parsed, String> {
 }
 
 /// A ShareGPT answer: one turn object, a list of turns, or a bare string (an assistant turn).
+/// Every turn must be the assistant's: a human (or system) turn stored as an answer would teach
+/// the model to speak the user's part.
 fn sharegpt_answer(v: &Value, what: &str) -> Result<Vec<Message>, String> {
-    match v {
-        Value::String(s) => Ok(vec![Message::new("assistant", s.clone())]),
-        Value::Object(_) => Ok(vec![message(v, what)?]),
-        Value::Array(_) => messages(v, what),
-        other => Err(format!(
-            "field `{what}` is {}, expected a turn",
-            type_name(other)
-        )),
+    let turns = match v {
+        Value::String(s) => return Ok(vec![Message::new("assistant", s.clone())]),
+        Value::Object(_) => vec![message(v, what)?],
+        Value::Array(_) => messages(v, what)?,
+        other => {
+            return Err(format!(
+                "field `{what}` is {}, expected a turn",
+                type_name(other)
+            ));
+        }
+    };
+    if let Some((i, turn)) = turns
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.role != "assistant")
+    {
+        let at = if v.is_array() {
+            format!("`{what}[{i}]`")
+        } else {
+            format!("`{what}`")
+        };
+        return Err(format!(
+            "{at} is a `{}` turn; an answer must be the assistant's (from: gpt)",
+            turn.role
+        ));
     }
+    Ok(turns)
 }
 
 fn sharegpt(v: &Value) -> Result<Parsed, String> {

@@ -3,15 +3,22 @@
 //! Lengths are in tokens when an [`Encoder`] is given (conversational rows rendered with its
 //! chat template, no truncation applied beyond the encoder's own configuration), in characters
 //! otherwise. Rows are streamed; only one length per row and column is kept.
+//!
+//! Every bad row is counted, each once: a value that cannot be decoded, a row a trainer would
+//! reject before tokenizing it (empty completion, chosen identical to rejected, plain text mixed
+//! with messages), a row that does not tokenize, and every remaining row of a file whose column
+//! cannot be read at all (the reader skips the rest of such a file). Bad rows are neither
+//! sampled nor measured; the first one's file, row and reason are kept for the report.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::batches;
 use crate::encode::Encoder;
 use crate::error::{DataError, Result};
-use crate::reader::{ArrowRow, ReaderBuilder, file_schema};
+use crate::reader::{ArrowRow, ReaderBuilder, RowPosition, file_schema, kind_of};
 use crate::row::{Content, ListwiseRow, PreferencePair, PromptCompletion};
 
 /// Percentiles of one column's lengths.
@@ -72,8 +79,11 @@ pub struct InspectReport {
     pub unit: &'static str,
     /// Length percentiles per column (`prompt`, `chosen`, `rejected`, ...).
     pub lengths: Vec<(String, LengthStats)>,
-    /// Rows that could not be decoded or tokenized (not in the percentiles).
+    /// Rows that could not be decoded, failed validation or could not be tokenized (neither
+    /// sampled nor in the percentiles).
     pub bad_rows: u64,
+    /// The first bad row: its file, row and reason.
+    pub first_bad: Option<String>,
     /// The first sample rows, rendered for display.
     pub samples: Vec<String>,
 }
@@ -89,13 +99,18 @@ fn short(c: &Content) -> String {
 
 trait Inspectable: ArrowRow + Sync {
     const COLUMNS: &'static [&'static str];
+    /// Why a trainer would reject the row before tokenizing it.
+    fn check(&self) -> std::result::Result<(), String>;
     fn char_lengths(&self) -> Vec<usize>;
-    fn token_lengths(&self, enc: &Encoder) -> Option<Vec<usize>>;
+    fn token_lengths(&self, enc: &Encoder) -> std::result::Result<Vec<usize>, String>;
     fn sample(&self) -> String;
 }
 
 impl Inspectable for PreferencePair {
     const COLUMNS: &'static [&'static str] = &["prompt", "chosen", "rejected"];
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
+    }
     fn char_lengths(&self) -> Vec<usize> {
         vec![
             self.prompt.char_len(),
@@ -103,9 +118,9 @@ impl Inspectable for PreferencePair {
             self.rejected.char_len(),
         ]
     }
-    fn token_lengths(&self, enc: &Encoder) -> Option<Vec<usize>> {
-        let t = enc.encode_pair(self).ok()?;
-        Some(vec![
+    fn token_lengths(&self, enc: &Encoder) -> std::result::Result<Vec<usize>, String> {
+        let t = enc.encode_pair(self).map_err(|e| e.to_string())?;
+        Ok(vec![
             t.prompt_ids.len(),
             t.chosen_ids.len(),
             t.rejected_ids.len(),
@@ -123,6 +138,9 @@ impl Inspectable for PreferencePair {
 
 impl Inspectable for ListwiseRow {
     const COLUMNS: &'static [&'static str] = &["prompt", "responses"];
+    fn check(&self) -> std::result::Result<(), String> {
+        self.validate()
+    }
     fn char_lengths(&self) -> Vec<usize> {
         vec![
             self.prompt.char_len(),
@@ -133,9 +151,9 @@ impl Inspectable for ListwiseRow {
                 .unwrap_or(0),
         ]
     }
-    fn token_lengths(&self, enc: &Encoder) -> Option<Vec<usize>> {
-        let t = enc.encode_list(self).ok()?;
-        Some(vec![
+    fn token_lengths(&self, enc: &Encoder) -> std::result::Result<Vec<usize>, String> {
+        let t = enc.encode_list(self).map_err(|e| e.to_string())?;
+        Ok(vec![
             t.prompt_ids.len(),
             t.response_ids.iter().map(Vec::len).max().unwrap_or(0),
         ])
@@ -152,12 +170,24 @@ impl Inspectable for ListwiseRow {
 
 impl Inspectable for PromptCompletion {
     const COLUMNS: &'static [&'static str] = &["prompt", "completion"];
+    fn check(&self) -> std::result::Result<(), String> {
+        // What the encoder would refuse; supervised rows have no `validate` of their own.
+        if self.completion.is_messages() != self.prompt.is_messages() {
+            return Err("`completion` and `prompt` mix plain text and message lists".into());
+        }
+        if self.completion.is_empty() {
+            return Err("`completion` is empty".into());
+        }
+        Ok(())
+    }
     fn char_lengths(&self) -> Vec<usize> {
         vec![self.prompt.char_len(), self.completion.char_len()]
     }
-    fn token_lengths(&self, enc: &Encoder) -> Option<Vec<usize>> {
-        let t = enc.encode_prompt_completion(self).ok()?;
-        Some(vec![t.prompt_ids.len(), t.completion_ids.len()])
+    fn token_lengths(&self, enc: &Encoder) -> std::result::Result<Vec<usize>, String> {
+        let t = enc
+            .encode_prompt_completion(self)
+            .map_err(|e| e.to_string())?;
+        Ok(vec![t.prompt_ids.len(), t.completion_ids.len()])
     }
     fn sample(&self) -> String {
         format!(
@@ -168,8 +198,31 @@ impl Inspectable for PromptCompletion {
     }
 }
 
-/// Length statistics per column, rows that failed, sample texts.
-type Scan = (Vec<(String, LengthStats)>, u64, Vec<String>);
+/// Bad rows: how many, and the first one's file, row and reason.
+#[derive(Default)]
+struct BadRows {
+    count: u64,
+    first: Option<String>,
+}
+
+impl BadRows {
+    fn add(&mut self, rows: u64, why: impl FnOnce() -> String) {
+        self.count += rows;
+        if rows > 0 && self.first.is_none() {
+            self.first = Some(why());
+        }
+    }
+}
+
+/// Length statistics per column, bad rows, sample texts.
+type Scan = (Vec<(String, LengthStats)>, BadRows, Vec<String>);
+
+fn at(pos: &Option<RowPosition>) -> String {
+    match pos {
+        Some(p) => format!("{}, row {}", p.file.display(), p.row),
+        None => "a row".into(),
+    }
+}
 
 fn scan<T: Inspectable>(
     builder: ReaderBuilder,
@@ -178,37 +231,55 @@ fn scan<T: Inspectable>(
 ) -> Result<Scan> {
     let mut reader = builder.rows::<T>()?;
     let mut lengths: Vec<Vec<usize>> = vec![Vec::new(); T::COLUMNS.len()];
-    let mut bad = 0u64;
+    let mut bad = BadRows::default();
     let mut samples = Vec::new();
-    let mut chunk: Vec<T> = Vec::with_capacity(4096);
+    // Valid rows with where they are, tokenized (or measured) a chunk at a time.
+    let mut chunk: Vec<(T, Option<RowPosition>)> = Vec::with_capacity(4096);
     let mut done = false;
     while !done {
         chunk.clear();
         while chunk.len() < 4096 {
             match reader.next() {
-                Some(Ok(r)) => chunk.push(r),
-                Some(Err(DataError::Row { .. })) => bad += 1,
-                Some(Err(e)) => return Err(e),
+                Some(Ok(r)) => match r.check() {
+                    Ok(()) => chunk.push((r, reader.position())),
+                    Err(reason) => bad.add(1, || format!("{}: {reason}", at(&reader.position()))),
+                },
+                Some(Err(e)) => match &e {
+                    DataError::Row { .. } => bad.add(1, || e.to_string()),
+                    // The reader skips the rest of such a file: every row from `row` on is bad.
+                    DataError::Column { path, row, .. } => {
+                        let rows = batches::count_rows(path, kind_of(path)?)?;
+                        bad.add(rows.saturating_sub(*row), || e.to_string());
+                    }
+                    DataError::MissingColumn { path, .. } => {
+                        bad.add(batches::count_rows(path, kind_of(path)?)?, || e.to_string());
+                    }
+                    _ => return Err(e),
+                },
                 None => {
                     done = true;
                     break;
                 }
             }
         }
-        for r in chunk.iter().take(n_samples.saturating_sub(samples.len())) {
-            samples.push(r.sample());
-        }
-        let ls: Vec<Option<Vec<usize>>> = match encoder {
-            Some(enc) => chunk.par_iter().map(|r| r.token_lengths(enc)).collect(),
-            None => chunk.iter().map(|r| Some(r.char_lengths())).collect(),
+        let ls: Vec<std::result::Result<Vec<usize>, String>> = match encoder {
+            Some(enc) => chunk
+                .par_iter()
+                .map(|(r, _)| r.token_lengths(enc))
+                .collect(),
+            None => chunk.iter().map(|(r, _)| Ok(r.char_lengths())).collect(),
         };
-        for l in ls {
+        for ((r, pos), l) in chunk.iter().zip(ls) {
             match l {
-                Some(l) => l
-                    .into_iter()
-                    .enumerate()
-                    .for_each(|(i, n)| lengths[i].push(n)),
-                None => bad += 1,
+                Ok(l) => {
+                    if samples.len() < n_samples {
+                        samples.push(r.sample());
+                    }
+                    l.into_iter()
+                        .enumerate()
+                        .for_each(|(i, n)| lengths[i].push(n));
+                }
+                Err(reason) => bad.add(1, || format!("{}: {reason}", at(pos))),
             }
         }
     }
@@ -248,7 +319,7 @@ pub fn inspect(
         });
     };
     let rows = builder.num_rows()?;
-    let (lengths, bad_rows, samples) = match kind {
+    let (lengths, bad, samples) = match kind {
         RowKind::Pairwise => scan::<PreferencePair>(builder, encoder, n_samples)?,
         RowKind::Listwise => scan::<ListwiseRow>(builder, encoder, n_samples)?,
         RowKind::PromptCompletion => scan::<PromptCompletion>(builder, encoder, n_samples)?,
@@ -264,7 +335,8 @@ pub fn inspect(
         rows,
         unit: if encoder.is_some() { "tokens" } else { "chars" },
         lengths,
-        bad_rows,
+        bad_rows: bad.count,
+        first_bad: bad.first,
         samples,
     })
 }
@@ -289,9 +361,12 @@ impl fmt::Display for InspectReport {
         if self.bad_rows > 0 {
             writeln!(
                 f,
-                "rows that could not be read or tokenized: {}",
+                "bad rows (unreadable, invalid or not tokenizable; not measured): {}",
                 self.bad_rows
             )?;
+            if let Some(first) = &self.first_bad {
+                writeln!(f, "  first: {first}")?;
+            }
         }
         writeln!(
             f,

@@ -457,7 +457,7 @@ impl ReaderBuilder {
 
 /// The kind of a file the trainers read: by name or magic number, else Parquet (whose reader
 /// then says what is wrong with the file).
-fn kind_of(path: &Path) -> Result<FileKind> {
+pub(crate) fn kind_of(path: &Path) -> Result<FileKind> {
     Ok(FileKind::detect(path)?.unwrap_or(FileKind::Parquet))
 }
 
@@ -510,8 +510,9 @@ fn csv_message_lists(batch: &RecordBatch) -> Option<String> {
 
 /// An iterator of rows over several data files, one record batch in memory at a time.
 ///
-/// A file-level problem (unreadable file, missing column) is yielded as one error and the reader
-/// moves on to the next file; a bad value is yielded as an error for its row only.
+/// A file-level problem (unreadable file, missing column, a column that cannot be read:
+/// [`DataError::Column`]) is yielded as one error and the reader moves on to the next file; a
+/// bad value is yielded as a [`DataError::Row`] for its row only.
 pub struct RowReader<T> {
     files: Vec<PathBuf>,
     batch_size: usize,
@@ -632,7 +633,7 @@ impl<T: ArrowRow> Iterator for RowReader<T> {
                             Ok(rows) => self.pending = rows.into_iter(),
                             Err((column, reason)) => {
                                 self.current = None;
-                                return Some(Err(DataError::Row {
+                                return Some(Err(DataError::Column {
                                     path: self.files[file].clone(),
                                     row: self.batch_start,
                                     column,

@@ -318,6 +318,27 @@ fn ultrafeedback_best_vs_random_all_pairs_and_listwise() {
     assert_eq!(rows[0].ranking, Ranking::Scores(vec![3.0, 9.0, 5.0, 9.0]));
 }
 
+/// Found by `properties.rs`: with every record rejected, `--pairing listwise` wrote an empty
+/// *pairwise* file, which the listwise reader then refused.
+#[test]
+fn a_listwise_conversion_without_a_valid_record_writes_an_empty_listwise_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ranks.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"p\", \"chosen\": \"c\"}\n").unwrap();
+    let (report, out) = run(
+        InputFormat::Ranking,
+        Some(Pairing::Listwise),
+        std::slice::from_ref(&input),
+        dir.path(),
+    );
+    assert_eq!(
+        (report.read, report.rejected, report.output_rows),
+        (1, 1, 0)
+    );
+    let rows = ReaderBuilder::new().path(&out).listwise().unwrap().count();
+    assert_eq!(rows, 0);
+}
+
 #[test]
 fn scores_and_rankings_formats_into_pairs() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,6 +359,56 @@ fn scores_and_rankings_formats_into_pairs() {
     .unwrap();
     let (report, _) = run(InputFormat::Ranking, None, &[input], dir.path());
     assert_eq!(report.output_rows, 2);
+}
+
+#[test]
+fn sharegpt_answers_from_the_human_side_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("sharegpt.jsonl");
+    let conv = r#""conversations": [{"from": "human", "value": "Hi?"}]"#;
+    let lines = [
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "gpt", "value": "Hello."}}, "rejected": {{"from": "gpt", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "human", "value": "Hello."}}, "rejected": {{"from": "gpt", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": {{"from": "gpt", "value": "Hello."}}, "rejected": {{"from": "user", "value": "Go."}}}}"#
+        ),
+        format!(
+            r#"{{{conv}, "chosen": [{{"from": "gpt", "value": "A"}}, {{"from": "human", "value": "B"}}], "rejected": "Go."}}"#
+        ),
+    ];
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let (report, out) = run(
+        InputFormat::ShareGpt,
+        None,
+        std::slice::from_ref(&input),
+        dir.path(),
+    );
+    assert_eq!((report.read, report.written, report.rejected), (4, 1, 3));
+    let written = pairs(&out);
+    assert_eq!(
+        written[0].chosen,
+        Content::Messages(vec![Message::new("assistant", "Hello.")])
+    );
+    let reasons: Vec<String> = rejects(&report)
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        reasons[0].contains("`chosen` is a `user` turn"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("`rejected` is a `user` turn"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("`chosen[1]` is a `user` turn"),
+        "{reasons:?}"
+    );
 }
 
 #[test]

@@ -589,6 +589,72 @@ fn a_hub_folder_of_parquet_shards_reads_one_split_with_rejects_per_shard() {
     );
 }
 
+/// Rejects and row errors past the first record batch of a later file still name that file and
+/// the row's own number in it, for the trainers' reader and for `convert`.
+#[test]
+fn rows_past_the_first_batch_of_a_later_shard_keep_their_own_row_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shards");
+    std::fs::create_dir(&folder).unwrap();
+    // Two files of 1500 rows (two of convert's 1024-row batches), a null `chosen` at row 1300 of
+    // the second and at row 2 of the first, each file written as three row groups.
+    for (name, start, bad) in [("a.parquet", 0, 2), ("b.parquet", 1500, 2800)] {
+        let batches: Vec<RecordBatch> = (0..3)
+            .map(|k| {
+                let from = start + k * 500;
+                pair_batch(from..from + 500, Some(bad))
+            })
+            .collect();
+        write_parquet(&folder.join(name), &batches);
+    }
+    let mut reader = ReaderBuilder::new()
+        .path(&folder)
+        .batch_size(200)
+        .pairs()
+        .unwrap();
+    let mut errors = Vec::new();
+    while let Some(r) = reader.next() {
+        if let Err(e) = r {
+            let pos = reader.position().unwrap();
+            errors.push((
+                pos.file.file_name().unwrap().to_owned(),
+                pos.row,
+                e.to_string(),
+            ));
+        }
+    }
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        (errors[0].0.to_str().unwrap(), errors[0].1),
+        ("a.parquet", 2)
+    );
+    assert_eq!(
+        (errors[1].0.to_str().unwrap(), errors[1].1),
+        ("b.parquet", 1300)
+    );
+    assert!(
+        errors[1].2.contains("b.parquet, row 1300, column `chosen`"),
+        "{}",
+        errors[1].2
+    );
+
+    let out = dir.path().join("out.parquet");
+    let report = run(std::slice::from_ref(&folder), &out, |_| {});
+    assert_eq!((report.read, report.rejected), (3000, 2));
+    let rej = rejects(&report);
+    let at: Vec<(String, u64)> = rej
+        .iter()
+        .map(|r| {
+            let source = Path::new(r["source"].as_str().unwrap());
+            (
+                source.file_name().unwrap().to_string_lossy().into_owned(),
+                r["row"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(at, [("a.parquet".into(), 2), ("b.parquet".into(), 1300)]);
+}
+
 #[test]
 fn top_level_shards_and_jsonl_shards_are_hub_style_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -669,6 +735,110 @@ fn an_output_that_is_an_input_is_refused() {
     let spelled = hub.join("data/../data/train-00000-of-00001.parquet");
     let opts = ConvertOptions::new(InputFormat::Trl, &spelled);
     assert!(convert(std::slice::from_ref(&hub), &spelled, &opts).is_err());
+}
+
+#[test]
+fn a_rejects_file_that_is_the_output_or_an_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}\n{\"prompt\": \"p\"}\n",
+    )
+    .unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    // The same file spelled another way is still the output.
+    opts.rejects = dir.path().join(".").join("out.parquet");
+    let err = convert(std::slice::from_ref(&input), &out, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rejects file is also the output"), "{err}");
+    assert!(!out.exists());
+    opts.rejects = input.clone();
+    let err = convert(std::slice::from_ref(&input), &out, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rejects file is also the input"), "{err}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_conversion_that_fails_half_way_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    let line =
+        |key: &str| format!("{{\"{key}\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}}\n");
+    std::fs::write(&a, line("question").repeat(3)).unwrap();
+    // `b` lacks the mapped column, which is found out only once `a` has been written.
+    std::fs::write(&b, line("prompt")).unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    opts.columns = columns(&[("prompt", "question")]);
+    let inputs = [a.clone(), b.clone()];
+    let err = convert(&inputs, &out, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("b.jsonl") && err.contains("`question`"),
+        "{err}"
+    );
+    assert_eq!(listing(dir.path()), ["a.jsonl", "b.jsonl"]);
+
+    // An earlier output at that path stays as it was.
+    run(std::slice::from_ref(&a), &out, |o| {
+        o.columns = columns(&[("prompt", "question")])
+    });
+    let before = std::fs::read(&out).unwrap();
+    assert!(convert(&inputs, &out, &opts).is_err());
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    assert_eq!(listing(dir.path()), ["a.jsonl", "b.jsonl", "out.parquet"]);
+}
+
+#[test]
+fn rejects_that_are_not_allowed_fail_the_conversion_and_write_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\"}\n{\"prompt\": \"p\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out.parquet");
+    let mut opts = ConvertOptions::new(InputFormat::Trl, &out);
+    opts.allow_rejects = false;
+    let err = convert(std::slice::from_ref(&input), &out, &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::Rejected {
+                read: 2,
+                rejected: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("out.rejects.jsonl"), "{err}");
+    assert!(!out.exists());
+    let rejects = std::fs::read_to_string(dir.path().join("out.rejects.jsonl")).unwrap();
+    assert_eq!(rejects.lines().count(), 1, "{rejects}");
+    assert_eq!(listing(dir.path()), ["in.jsonl", "out.rejects.jsonl"]);
+    // Allowed, the same input gives the valid record.
+    opts.allow_rejects = true;
+    let report = convert(std::slice::from_ref(&input), &out, &opts).unwrap();
+    assert_eq!((report.written, report.rejected), (1, 1));
+    assert!(out.exists());
 }
 
 #[test]

@@ -211,3 +211,39 @@ fn listwise_and_supervised_rows_round_trip() {
         .collect();
     assert_eq!(back, sft);
 }
+
+/// The error and its `source()` chain as `anyhow` prints them with `{:#}` (`a: b: c`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+#[test]
+fn an_error_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // I/O: a tokenizer file that is not there.
+    let missing = dir.path().join("tokenizer.json");
+    let err = burnish_data::load_tokenizer(&missing).unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("tokenizer.json"), "{text}");
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+    // Parquet: a file that ends in the magic bytes but holds no footer.
+    let bad = dir.path().join("bad.parquet");
+    std::fs::write(&bad, b"PAR1 not really parquet PAR1").unwrap();
+    let err = ReaderBuilder::new()
+        .path(&bad)
+        .pairs()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("bad.parquet: Parquet: "), "{text}");
+    let cause = text.split("bad.parquet: Parquet: ").nth(1).unwrap();
+    assert_eq!(text.matches(cause).count(), 1, "{text}");
+}

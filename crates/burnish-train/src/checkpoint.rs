@@ -55,12 +55,12 @@ pub type CheckpointRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     /// A file or directory operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// burn could not write or read a record.
     #[error("{path}: {message}")]
@@ -92,7 +92,7 @@ impl CheckpointError {
     /// Wraps an I/O error at `path` (for `map_err`).
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CheckpointError {
         let path = path.into();
-        move |source| CheckpointError::Io { path, source }
+        move |cause| CheckpointError::Io { path, cause }
     }
 }
 

@@ -24,12 +24,12 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
     /// The file could not be created, written or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The metrics file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// A line is not a metrics record.
     #[error("{path}:{line}: not a metrics record: {message}")]
@@ -303,7 +303,7 @@ impl MetricsLog {
         let path = path.as_ref().to_path_buf();
         let io = |source| MetricsError::Io {
             path: path.clone(),
-            source,
+            cause: source,
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
@@ -344,7 +344,7 @@ impl MetricsLog {
         crate::checkpoint::write_atomic(&path, text.as_bytes()).map_err(|source| {
             MetricsError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             }
         })?;
         let file = std::fs::OpenOptions::new()
@@ -352,7 +352,7 @@ impl MetricsLog {
             .open(&path)
             .map_err(|source| MetricsError::Io {
                 path: path.clone(),
-                source,
+                cause: source,
             })?;
         Ok(MetricsLog {
             path,
@@ -370,7 +370,7 @@ impl MetricsLog {
         let line = to_line(record);
         let io = |source| MetricsError::Io {
             path: self.path.clone(),
-            source,
+            cause: source,
         };
         writeln!(self.out, "{line}").map_err(io)?;
         self.out.flush().map_err(io)
@@ -397,7 +397,7 @@ pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<LogRecord>, MetricsErr
     let path = path.as_ref();
     let io = |source| MetricsError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let reader = BufReader::new(File::open(path).map_err(io)?);
     let mut records = Vec::new();

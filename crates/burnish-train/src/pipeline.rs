@@ -1083,11 +1083,13 @@ pub struct FileEval {
 /// Held-out loss and metrics of the model in `model_dir` on every pair of `data`. `loss: None`
 /// means Bradley-Terry for a model with a reward head, else DPO's sigmoid loss. A preference
 /// loss takes its reference log-probs from the file's `ref_*_logp` columns, else from the model
-/// in `reference`, else from the model itself (the starting point: margins of zero).
+/// in `reference`, else from the model itself (the starting point: margins of zero). Rows that
+/// do not tokenize go to `rejects` (JSON Lines, created only when a row is rejected).
 pub fn evaluate_file<B: ModelAutodiffBackend>(
     model_dir: &Path,
     reference: Option<&Path>,
     data: &Path,
+    rejects: &Path,
     loss: Option<EvalLoss>,
     options: &PrecomputeOptions,
     device: &B::Device,
@@ -1099,8 +1101,7 @@ pub fn evaluate_file<B: ModelAutodiffBackend>(
         options.max_length,
     )?;
     let collator = collator_for(&encoder);
-    let rejects = burnish_data::convert::default_rejects_path(data);
-    let (_, mut pairs, report) = load_rows_all_eval(data, &encoder, &rejects)?;
+    let (_, mut pairs, report) = load_rows_all_eval(data, &encoder, rejects)?;
     let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
     let batch = options.batch_size.max(1);
     let loss = loss.unwrap_or_else(|| match model.reward_head {

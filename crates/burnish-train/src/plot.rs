@@ -18,12 +18,12 @@ use crate::metrics_log::{MetricsError, read_metrics, series};
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     /// The chart file could not be written.
-    #[error("cannot write chart {path}: {source}")]
+    #[error("cannot write chart {path}: {cause}")]
     Write {
         /// The SVG file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// The metrics log could not be read.
     #[error(transparent)]
@@ -517,7 +517,7 @@ pub fn plot_curves(
     let out_dir = out_dir.as_ref();
     std::fs::create_dir_all(out_dir).map_err(|source| PlotError::Write {
         path: out_dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let mut written = Vec::new();
     for spec in charts {
@@ -552,7 +552,7 @@ pub fn plot_curves(
 fn write_file(path: &Path, svg: &str) -> Result<(), PlotError> {
     crate::checkpoint::write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Write {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })
 }
 

@@ -87,12 +87,12 @@ pub enum RunDirError {
         what: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// Anything else, with its message.
     #[error("{0}")]
@@ -102,7 +102,7 @@ pub enum RunDirError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
     move |source| RunDirError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     }
 }
 
