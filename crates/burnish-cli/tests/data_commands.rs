@@ -397,11 +397,13 @@ fn convert_kto_records_and_pairs_to_unpaired_rows() {
     ];
     let o = burnish(&args);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // A failed conversion writes no output (only its rejects, with their reasons).
     assert!(
-        text(&o).contains("read 3, written 2") && text(&o).contains("rejected 1"),
+        text(&o).contains("read 3, valid 2, rejected 1; nothing written"),
         "{}",
         text(&o)
     );
+    assert!(!out.exists());
     let rejects = std::fs::read_to_string(dir.path().join("kto.rejects.jsonl")).unwrap();
     assert!(
         rejects.contains("\"line\":3") && rejects.contains("field `label` is a string"),

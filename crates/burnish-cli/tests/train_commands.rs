@@ -1014,7 +1014,18 @@ fn train_dpo_on_csv_with_mapped_columns_and_on_a_hub_folder() {
     let hub = dir.path().join("hub");
     std::fs::create_dir_all(hub.join("data")).unwrap();
     write_pairs(&hub.join("data/train-00000-of-00002.parquet"), 12);
-    write_pairs(&hub.join("data/train-00001-of-00002.parquet"), 12);
+    // The second shard's row 2 has chosen == rejected: rejected, named by shard and row.
+    let mut shard = pairs(12);
+    shard[2].rejected = shard[2].chosen.clone();
+    let mut w = PairWriter::create(
+        hub.join("data/train-00001-of-00002.parquet"),
+        PairSchema::of(&shard[0]),
+    )
+    .unwrap();
+    for p in shard {
+        w.write(p).unwrap();
+    }
+    w.finish().unwrap();
     write_pairs(&hub.join("data/test-00000-of-00001.parquet"), 6);
     let config = write_config(&dir.path().join("hubrun"), &hub, 2, 0);
     let o = burnish(&[
@@ -1025,7 +1036,21 @@ fn train_dpo_on_csv_with_mapped_columns_and_on_a_hub_folder() {
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("24 rows read"), "{}", text(&o));
+    assert!(
+        text(&o).contains("24 rows read") && text(&o).contains("1 rejected"),
+        "{}",
+        text(&o)
+    );
+    let rejects = std::fs::read_to_string(dir.path().join("hubrun/run/rejects.jsonl")).unwrap();
+    let reject: serde_json::Value = serde_json::from_str(rejects.trim()).unwrap();
+    assert_eq!(reject["row"], 2, "{rejects}");
+    assert!(
+        reject["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("train-00001-of-00002.parquet"),
+        "{rejects}"
+    );
     let test_run = dir.path().join("hubtest");
     let o = burnish(&[
         "train",

@@ -16,12 +16,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file could not be read.
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// The text is not valid TOML.
     #[error("{origin}: invalid TOML: {message}")]
@@ -74,7 +74,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The configuration could not be written back as TOML.
-    #[error("cannot write config as TOML: {0}")]
+    #[error("cannot write config as TOML")]
     Serialize(#[from] toml::ser::Error),
 }
 
@@ -317,9 +317,9 @@ impl TrainingConfig {
         overrides: &[S],
     ) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
     }

@@ -63,12 +63,12 @@ pub enum PipelineError {
     #[error(transparent)]
     RunDir(#[from] RunDirError),
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not in `source()`: printed once).
+        cause: std::io::Error,
     },
     /// Anything else a user can fix, with its message.
     #[error("{0}")]
@@ -76,9 +76,9 @@ pub enum PipelineError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
-    move |source| PipelineError::Io {
+    move |cause| PipelineError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -220,8 +220,32 @@ where
         EvalSource::Fraction(f) => Some(Split::new(f)),
     };
     for (path, held_out) in files {
-        let rows: Vec<R> = read(input.read(path))?.collect::<Result<_, _>>()?;
-        report.read += rows.len() as u64;
+        // Each row keeps its own file and row number (a folder's shard, not the folder), and
+        // a row that cannot be decoded is rejected with its reason rather than failing the run.
+        let mut reader = read(input.read(path))?;
+        let (mut rows, mut positions): (Vec<R>, Vec<(PathBuf, u64)>) = (Vec::new(), Vec::new());
+        while let Some(row) = reader.next() {
+            report.read += 1;
+            let position = reader
+                .position()
+                .map_or_else(|| (path.to_path_buf(), 0), |p| (p.file, p.row));
+            match row {
+                Ok(row) => {
+                    rows.push(row);
+                    positions.push(position);
+                }
+                Err(DataError::Row {
+                    path,
+                    row,
+                    column,
+                    reason,
+                }) => {
+                    report.rejected += 1;
+                    rejects.write(&path, row as usize, &format!("column `{column}`: {reason}"))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let subsets: Vec<bool> = rows
             .iter()
             .map(|r| match (held_out, &split) {
@@ -231,22 +255,22 @@ where
             })
             .collect();
         let checked = rows.iter().map(&check);
-        for (index, ((encoded, is_eval), checked)) in encode(&rows)
+        for (((encoded, is_eval), checked), (file, row)) in encode(&rows)
             .into_iter()
             .zip(subsets)
             .zip(checked)
-            .enumerate()
+            .zip(&positions)
         {
             match (checked, encoded) {
                 (Err(reason), _) => {
                     report.rejected += 1;
-                    rejects.write(path, index, &reason)?;
+                    rejects.write(file, *row as usize, &reason)?;
                 }
                 (Ok(()), Ok(t)) if is_eval => eval_rows.push(t),
                 (Ok(()), Ok(t)) => train_rows.push(t),
                 (Ok(()), Err(e)) => {
                     report.rejected += 1;
-                    rejects.write(path, index, &e.to_string())?;
+                    rejects.write(file, *row as usize, &e.to_string())?;
                 }
             }
         }
