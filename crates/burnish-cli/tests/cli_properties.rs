@@ -184,7 +184,9 @@ fn value(files: &Files, kind: Kind, pick: u8, text: &str) -> String {
             text,
         ][pick as usize % 7]
             .to_string(),
-        Kind::Text => ["", "a", "The film", "caf\u{e9}\t\u{7f}", text][pick as usize % 5].to_string(),
+        Kind::Text => {
+            ["", "a", "The film", "caf\u{e9}\t\u{7f}", text][pick as usize % 5].to_string()
+        }
     }
 }
 
