@@ -96,6 +96,40 @@ fn write_unpaired(path: &Path, n: usize) {
     writer.finish().expect("finish");
 }
 
+/// A `datasets.save_to_disk` folder (Arrow IPC stream shards listed in `state.json`) of pairs
+/// with a user's own column names.
+fn write_save_to_disk(dir: &Path, n: usize) {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    std::fs::create_dir_all(dir).expect("folder");
+    let column = |f: &dyn Fn(usize) -> String| -> ArrayRef {
+        Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+    };
+    let schema = Arc::new(Schema::new(
+        ["question", "good", "bad"]
+            .map(|name| Field::new(name, DataType::Utf8, false))
+            .to_vec(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            column(&|i| prompt(i)),
+            column(&|i| GOOD[i % 3].to_string()),
+            column(&|i| BAD[(i / 3) % 3].to_string()),
+        ],
+    )
+    .expect("batch");
+    let name = "data-00000-of-00001.arrow";
+    let file = std::fs::File::create(dir.join(name)).expect("shard");
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(file, &schema).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.finish().expect("finish");
+    let state = format!(r#"{{"_data_files": [{{"filename": "{name}"}}], "_split": "train"}}"#);
+    std::fs::write(dir.join("state.json"), state).expect("state.json");
+    std::fs::write(dir.join("dataset_info.json"), "{}").expect("dataset_info.json");
+}
+
 fn config(dir: &Path, data: &Path, loss: &str, steps: u64) -> TrainingConfig {
     let text = format!(
         r#"
@@ -322,4 +356,23 @@ fn kto_on_unpaired_rows() {
     );
     let summary = run_kto::<B>(&apo, &quiet(), &device()).expect("apo_zero_unpaired");
     check_run(&summary, &apo, "apo_zero_unpaired");
+}
+
+#[test]
+fn dpo_on_a_datasets_folder_with_mapped_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("saved");
+    write_save_to_disk(&data, 40);
+    let mut cfg = config(dir.path(), &data, "loss_type = \"sigmoid\"", 8);
+    cfg.data.columns = [
+        ("prompt", "question"),
+        ("chosen", "good"),
+        ("rejected", "bad"),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let summary = run_dpo::<B>(&cfg, &quiet(), &device()).expect("dpo on save_to_disk");
+    assert_eq!(summary.data.read, 40);
+    check_run(&summary, &cfg, "dpo (save_to_disk)");
 }
