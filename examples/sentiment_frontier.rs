@@ -50,6 +50,8 @@ struct Plan {
     seeds: u64,
     /// Redraw `frontier.svg` and `table.md` from `frontier.json` without training.
     plot_only: bool,
+    /// Run only these methods (`--only DPO,KTO`); all when empty.
+    only: Vec<String>,
 }
 
 impl Plan {
@@ -66,6 +68,7 @@ impl Plan {
             None if quick => 1,
             None => 2,
         };
+        let mut only = Vec::new();
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
@@ -73,12 +76,23 @@ impl Plan {
                 "--seeds" => {
                     rest.next();
                 }
+                "--only" => {
+                    let list = rest.next().map(String::as_str).unwrap_or_default();
+                    only = list.split(',').map(str::to_string).collect();
+                    if let Some(bad) = only.iter().find(|m| !METHODS.contains(&m.as_str())) {
+                        anyhow::bail!(
+                            "--only: unknown method {bad:?} (methods: {})",
+                            METHODS.join(", ")
+                        );
+                    }
+                }
                 other => anyhow::bail!(
-                    "unknown argument {other:?} (expected --quick, --seeds N, --plot-only)"
+                    "unknown argument {other:?} (expected --quick, --seeds N, --only METHOD,..., --plot-only)"
                 ),
             }
         }
-        Ok(if quick {
+        let subset = !only.is_empty();
+        let mut plan = if quick {
             Plan {
                 out: "runs/frontier-quick",
                 sft_steps: 40,
@@ -90,6 +104,7 @@ impl Plan {
                 ppo_updates: 2,
                 seeds,
                 plot_only,
+                only,
             }
         } else {
             Plan {
@@ -103,8 +118,18 @@ impl Plan {
                 ppo_updates: 60,
                 seeds,
                 plot_only,
+                only,
             }
-        })
+        };
+        // A subset of the methods goes to its own folder, so it never overwrites the figure.
+        if subset {
+            plan.out = if quick {
+                "runs/frontier-quick-subset"
+            } else {
+                "runs/frontier-subset"
+            };
+        }
+        Ok(plan)
     }
 }
 
@@ -141,7 +166,22 @@ fn point(method: &str, hyper: &str, value: f64, seed: u64, c: &Comparison, secon
 }
 
 /// The methods in the order of the legend and the table.
-const METHODS: [&str; 5] = ["DPO", "PPO", "PPO-GT", "preferred-FT", "unlikelihood"];
+const METHODS: [&str; 7] = [
+    "DPO",
+    "PPO",
+    "PPO-GT",
+    "preferred-FT",
+    "unlikelihood",
+    "KTO",
+    "ORPO",
+];
+
+impl Plan {
+    /// Whether `--only` (if given) names `method`.
+    fn runs(&self, method: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|m| m == method)
+    }
+}
 
 fn loss(json: serde_json::Value) -> anyhow::Result<PreferenceLoss> {
     Ok(serde_json::from_value(json)?)
@@ -287,19 +327,49 @@ impl TrainJob for Frontier {
                         plan.epochs as f64,
                         serde_json::json!({"loss_type": "unlikelihood"}),
                     ),
-                ]);
+                    // Unpaired feedback from the same pairs (each gives a desirable and an
+                    // undesirable sample), and the reference-free one-stage ORPO.
+                    (
+                        "KTO",
+                        "beta",
+                        0.1,
+                        serde_json::json!({"loss_type": "kto", "beta": 0.1}),
+                    ),
+                    (
+                        "ORPO",
+                        "beta",
+                        0.1,
+                        serde_json::json!({"loss_type": "orpo", "beta": 0.1}),
+                    ),
+                ])
+                .filter(|(method, ..)| plan.runs(method));
             for (method, hyper, value, spec) in offline {
                 let t = Instant::now();
-                let run = task.train_preference(
-                    &reference,
-                    pairs.clone(),
-                    eval_pairs.clone(),
-                    loss(spec)?,
-                    plan.epochs,
-                    seed,
-                    &out.join(format!("{method}-{value}-seed{seed}")),
-                    &device,
-                )?;
+                let dir = out.join(format!("{method}-{value}-seed{seed}"));
+                let run = if method == "KTO" {
+                    let kto = serde_json::from_value(spec)?;
+                    task.train_kto(
+                        &reference,
+                        &pairs,
+                        &eval_pairs,
+                        kto,
+                        plan.epochs,
+                        seed,
+                        &dir,
+                        &device,
+                    )?
+                } else {
+                    task.train_preference(
+                        &reference,
+                        pairs.clone(),
+                        eval_pairs.clone(),
+                        loss(spec)?,
+                        plan.epochs,
+                        seed,
+                        &dir,
+                        &device,
+                    )?
+                };
                 let c = score(&run.model.valid())?;
                 points.push(point(
                     method,
@@ -315,7 +385,7 @@ impl TrainJob for Frontier {
                 "3. PPO against the reward model and against VADER, seed {seed}"
             ));
             for &coef in &plan.kl_coefs {
-                for method in ["PPO", "PPO-GT"] {
+                for method in ["PPO", "PPO-GT"].into_iter().filter(|m| plan.runs(m)) {
                     let t = Instant::now();
                     let mut vader = TextReward::vader();
                     let reward: &mut dyn RewardFunction = if method == "PPO" {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burnish_data::{Collator, ReaderBuilder, TokenizedPair, TokenizedPromptCompletion};
-use burnish_losses::{PreferenceLoss, RewardLoss};
+use burnish_losses::{PreferenceLoss, RewardLoss, UnpairedLoss};
 use burnish_model::{
     CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, SamplingConfig, TextTokenizer,
 };
@@ -22,6 +22,9 @@ use burnish_train::batch::TokenTensors;
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::{PreferenceObjective, RewardObjective, SftObjective};
 use burnish_train::trainer::{RunOptions, TrainOutcome, train};
+use burnish_train::unpaired::{
+    KtoObjective, TokenizedUnpaired, pair_mismatched, precompute_unpaired_reference, unpair,
+};
 
 /// Tokens of review given as the prompt.
 pub const PREFIX_TOKENS: usize = 8;
@@ -103,6 +106,21 @@ pub fn read_reviews(path: impl AsRef<Path>) -> anyhow::Result<Vec<String>> {
         .texts()?
         .map(|row| Ok(row?.text))
         .collect()
+}
+
+/// The run of every offline method on the task: AdamW at 5e-4 with 10 warm-up steps and linear
+/// decay, batches of 16, `epochs` passes, held-out evaluation every 25 steps.
+fn offline_run(out: &Path, epochs: u64, seed: u64) -> anyhow::Result<TrainingConfig> {
+    let mut run = config(
+        out,
+        "[optimizer]\nlr = 5e-4\n[schedule]\nwarmup_steps = 10\ndecay = \"linear\"\n",
+    )?;
+    run.train.epochs = epochs;
+    run.train.batch_size = 16;
+    run.train.eval_every = 25;
+    run.train.checkpoint_every = 0;
+    run.train.seed = seed;
+    Ok(run)
 }
 
 /// A training config from TOML text with `train.output_dir = out`.
@@ -335,19 +353,57 @@ impl SentimentTask {
             loss,
             device: device.clone(),
         };
-        let mut run = config(
-            out,
-            "[optimizer]\nlr = 5e-4\n[schedule]\nwarmup_steps = 10\ndecay = \"linear\"\n",
-        )?;
-        run.train.epochs = epochs;
-        run.train.batch_size = 16;
-        run.train.eval_every = 25;
-        run.train.checkpoint_every = 0;
-        run.train.seed = seed;
         Ok(train(
             reference.clone(),
             &objective,
-            &run,
+            &offline_run(out, epochs, seed)?,
+            &RunOptions::default(),
+            device,
+        )?)
+    }
+
+    /// KTO (or `apo_zero_unpaired`) from the reference on the same pairs unpaired: each pair's
+    /// chosen sample as a desirable row and its rejected one as an undesirable row, the same
+    /// budget as [`SentimentTask::train_preference`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_kto<B: ModelAutodiffBackend>(
+        &self,
+        reference: &CausalLm<B>,
+        train_pairs: &[TokenizedPair],
+        eval_pairs: &[TokenizedPair],
+        loss: UnpairedLoss,
+        epochs: u64,
+        seed: u64,
+        out: &Path,
+        device: &B::Device,
+    ) -> anyhow::Result<TrainOutcome<B>> {
+        let collator = Collator::new(self.eos);
+        let inner = reference.valid();
+        let rows = |pairs: &[TokenizedPair]| -> anyhow::Result<Vec<TokenizedUnpaired>> {
+            let mut rows: Vec<TokenizedUnpaired> = pairs.iter().flat_map(unpair).collect();
+            pair_mismatched(&mut rows, usize::MAX);
+            precompute_unpaired_reference(
+                &inner,
+                &mut rows,
+                &collator,
+                64,
+                loss.needs_kl(),
+                device,
+                None,
+            )?;
+            Ok(rows)
+        };
+        let objective = KtoObjective::<B> {
+            train: rows(train_pairs)?,
+            eval: rows(eval_pairs)?,
+            collator: Collator::new(self.eos),
+            loss,
+            device: device.clone(),
+        };
+        Ok(train(
+            reference.clone(),
+            &objective,
+            &offline_run(out, epochs, seed)?,
             &RunOptions::default(),
             device,
         )?)

@@ -4,8 +4,9 @@
 //! KTO's reference point is an estimate of KL(policy || reference) from *mismatched* pairs: a
 //! prompt with a completion written for another prompt. TRL builds them once, when the data are
 //! prepared, by shifting completions by one within consecutive chunks of the data set; burnish
-//! shifts them by one over the whole split ([`pair_mismatched`]), so every row carries its own
-//! mismatched completion and a batch of any size (one row included) has its estimate. The
+//! gives each row the completion of the next row with another prompt over the whole split
+//! ([`pair_mismatched`]), so every row carries its own mismatched completion and a batch of any
+//! size (one row included) has its estimate. The
 //! policy scores the mismatched pairs without gradient, as TRL does; the reference scores both
 //! kinds once, before the first step ([`precompute_unpaired_reference`]), so training holds one
 //! model.
@@ -13,7 +14,7 @@
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
-use burnish_data::Collator;
+use burnish_data::{Collator, TokenizedPair};
 use burnish_losses::{UnpairedInputs, UnpairedLoss};
 use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend};
 
@@ -53,19 +54,41 @@ impl TokenizedUnpaired {
     }
 }
 
-/// Gives row `i` the completion of row `i + 1` (the last row gets the first's), truncated so
-/// prompt + completion stay within `max_length` tokens; a lone row keeps its own completion.
-/// Cached reference log-probs of the mismatched pairs are cleared, since the pairs changed.
+/// How far [`pair_mismatched`] looks ahead for a row with another prompt.
+const MISMATCH_SEARCH: usize = 64;
+
+/// Gives row `i` the completion of the next row (cyclically) whose prompt differs from its own
+/// (searching at most 64 rows ahead, else the next row), truncated so prompt + completion stay
+/// within `max_length` tokens; a lone row keeps its own completion. Looking past rows with the
+/// same prompt matters for data unpaired from pairs, where a prompt's desirable and undesirable
+/// rows sit side by side: the next row's completion would answer the same prompt. Cached
+/// reference log-probs of the mismatched pairs are cleared, since the pairs changed.
 pub fn pair_mismatched(rows: &mut [TokenizedUnpaired], max_length: usize) {
     let n = rows.len();
+    let partner = |i: usize| {
+        (1..n.min(MISMATCH_SEARCH + 1))
+            .map(|k| (i + k) % n)
+            .find(|&j| rows[j].prompt_ids != rows[i].prompt_ids)
+            .unwrap_or((i + 1) % n.max(1))
+    };
+    let partners: Vec<usize> = (0..n).map(partner).collect();
     let completions: Vec<Vec<u32>> = rows.iter().map(|r| r.completion_ids.clone()).collect();
-    for (i, row) in rows.iter_mut().enumerate() {
+    for (row, j) in rows.iter_mut().zip(partners) {
         let room = max_length.saturating_sub(row.prompt_ids.len()).max(1);
-        let mut kl = completions[(i + 1) % n].clone();
+        let mut kl = completions[j].clone();
         kl.truncate(room);
         row.kl_completion_ids = kl;
         row.ref_kl_logp = None;
     }
+}
+
+/// The two unpaired rows of a preference pair: its chosen completion as desirable, its rejected
+/// one as undesirable (TRL's `unpair_preference_dataset`), mismatched completions not assigned.
+pub fn unpair(pair: &TokenizedPair) -> [TokenizedUnpaired; 2] {
+    [
+        TokenizedUnpaired::new(pair.prompt_ids.clone(), pair.chosen_ids.clone(), true),
+        TokenizedUnpaired::new(pair.prompt_ids.clone(), pair.rejected_ids.clone(), false),
+    ]
 }
 
 /// Summed completion log-probs (`[rows]`) of `(prompt, completion)` sequences under `model`.

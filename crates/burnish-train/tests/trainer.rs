@@ -367,16 +367,8 @@ fn plackett_luce_dpo_improves_held_out_ranking() {
 /// The pairs above as unpaired rows: each pair gives a desirable row (the chosen completion) and
 /// an undesirable one (the rejected completion), with mismatched completions assigned.
 fn unpaired(n: usize, seed: u32) -> Vec<burnish_train::unpaired::TokenizedUnpaired> {
-    use burnish_train::unpaired::{TokenizedUnpaired, pair_mismatched};
-    let mut rows: Vec<TokenizedUnpaired> = pairs(n, seed)
-        .into_iter()
-        .flat_map(|p| {
-            [
-                TokenizedUnpaired::new(p.prompt_ids.clone(), p.chosen_ids, true),
-                TokenizedUnpaired::new(p.prompt_ids, p.rejected_ids, false),
-            ]
-        })
-        .collect();
+    use burnish_train::unpaired::{TokenizedUnpaired, pair_mismatched, unpair};
+    let mut rows: Vec<TokenizedUnpaired> = pairs(n, seed).iter().flat_map(unpair).collect();
     pair_mismatched(&mut rows, 64);
     rows
 }
@@ -397,6 +389,17 @@ fn mismatched_completions_come_from_the_next_row_and_fit() {
     let mut lone = vec![TokenizedUnpaired::new(vec![1], vec![7, 8], true)];
     pair_mismatched(&mut lone, 8);
     assert_eq!(lone[0].kl_completion_ids, vec![7, 8]);
+    // Rows unpaired from pairs: the partner is the next row with another prompt, not the
+    // same prompt's other completion.
+    let mut unpaired = vec![
+        TokenizedUnpaired::new(vec![1], vec![10], true),
+        TokenizedUnpaired::new(vec![1], vec![11], false),
+        TokenizedUnpaired::new(vec![2], vec![20], true),
+        TokenizedUnpaired::new(vec![2], vec![21], false),
+    ];
+    pair_mismatched(&mut unpaired, 8);
+    let partners: Vec<u32> = unpaired.iter().map(|r| r.kl_completion_ids[0]).collect();
+    assert_eq!(partners, vec![20, 20, 10, 10]);
 }
 
 #[test]
