@@ -1,7 +1,8 @@
 //! The model configuration, read from a Hugging Face `config.json`.
 //!
-//! Checkpoints in the wild were written by transformers 4 (top-level `rope_theta`) or 5
-//! (`rope_parameters: {rope_theta, rope_type}`); both are read. Only what changes the
+//! Checkpoints in the wild were written by transformers 4 (top-level `rope_theta`, optional
+//! `rope_scaling`) or 5 (`rope_parameters: {rope_theta, rope_type, ...}`); both are read, with
+//! RoPE types `default`, `linear` and `llama3` (Llama 3.1-3.3) and a clear error for any other. Only what changes the
 //! computation is kept in typed fields; the original JSON is kept too, so an export writes back
 //! every key the user's tooling may rely on.
 
@@ -18,6 +19,8 @@ pub enum Family {
     Gpt2,
     /// Llama: rotate-half RoPE, RMSNorm, grouped-query attention, SwiGLU MLP.
     Llama,
+    /// Mistral: Llama's layout (sequences kept within its sliding window, if any).
+    Mistral,
     /// Qwen2: Llama with biases on q/k/v.
     Qwen2,
 }
@@ -28,6 +31,7 @@ impl Family {
         match self {
             Family::Gpt2 => "gpt2",
             Family::Llama => "llama",
+            Family::Mistral => "mistral",
             Family::Qwen2 => "qwen2",
         }
     }
@@ -71,6 +75,8 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// RoPE base (ignored by GPT-2).
     pub rope_theta: f64,
+    /// How RoPE's frequencies are rescaled for long contexts (`rope_type`).
+    pub rope_scaling: RopeScaling,
     /// Whether the output projection shares the token embedding.
     pub tie_word_embeddings: bool,
     /// Bias on the q/k/v projections.
@@ -196,6 +202,7 @@ impl ModelConfig {
         let family = match model_type {
             "gpt2" => Family::Gpt2,
             "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
             "qwen2" => Family::Qwen2,
             other => {
                 return Err(ModelError::UnsupportedModelType {
@@ -250,6 +257,7 @@ impl ModelConfig {
                     max_positions: r.usize("n_positions")?,
                     norm_eps: r.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
                     rope_theta: 0.0,
+                    rope_scaling: RopeScaling::Default,
                     tie_word_embeddings: r.opt_bool("tie_word_embeddings")?.unwrap_or(true),
                     qkv_bias: true,
                     o_bias: true,
@@ -262,7 +270,7 @@ impl ModelConfig {
                     raw: map.clone(),
                 }
             }
-            Family::Llama | Family::Qwen2 => {
+            Family::Llama | Family::Mistral | Family::Qwen2 => {
                 let hidden_size = r.usize("hidden_size")?;
                 let num_heads = r.usize("num_attention_heads")?;
                 let num_kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
@@ -283,7 +291,16 @@ impl ModelConfig {
                     "silu" | "swish" => {}
                     other => return Err(r.err("hidden_act", format!("{other:?} is not supported"))),
                 }
-                let rope_theta = rope_theta(&r, family)?;
+                let (rope_theta, rope_scaling) = rope_parameters(&r, family)?;
+                // Mistral's sliding window changes attention only past `sliding_window` tokens:
+                // keeping sequences within it makes the full attention here exact.
+                let max_positions = r.opt_usize("max_position_embeddings")?.unwrap_or(2048);
+                let max_positions = match r.opt_usize("sliding_window")? {
+                    Some(window) if family == Family::Mistral && window > 0 => {
+                        max_positions.min(window)
+                    }
+                    _ => max_positions,
+                };
                 let attention_bias = r.opt_bool("attention_bias")?.unwrap_or(false);
                 let qkv_bias = family == Family::Qwen2 || attention_bias;
                 ModelConfig {
@@ -295,12 +312,13 @@ impl ModelConfig {
                     num_kv_heads,
                     head_dim,
                     intermediate_size: r.usize("intermediate_size")?,
-                    max_positions: r.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+                    max_positions,
                     norm_eps: r.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
                     rope_theta,
+                    rope_scaling,
                     tie_word_embeddings: r.opt_bool("tie_word_embeddings")?.unwrap_or(false),
                     qkv_bias,
-                    o_bias: family == Family::Llama && attention_bias,
+                    o_bias: family != Family::Qwen2 && attention_bias,
                     mlp_bias: r.opt_bool("mlp_bias")?.unwrap_or(false),
                     activation: Activation::Silu,
                     eos_token_id,
@@ -374,28 +392,116 @@ fn divide(r: &Reader<'_>, key: &str, hidden: usize, heads: usize) -> Result<usiz
     Ok(hidden / heads)
 }
 
-fn rope_theta(r: &Reader<'_>, family: Family) -> Result<f64> {
+/// RoPE's base and scaling, from transformers 5's `rope_parameters` or transformers 4's
+/// top-level `rope_theta` with `rope_scaling`.
+fn rope_parameters(r: &Reader<'_>, family: Family) -> Result<(f64, RopeScaling)> {
     let params = r.map.get("rope_parameters").and_then(Value::as_object);
     let scaling = r.map.get("rope_scaling").and_then(Value::as_object);
-    for table in [params, scaling].into_iter().flatten() {
+    let key = if params.is_some() {
+        "rope_parameters"
+    } else {
+        "rope_scaling"
+    };
+    let mut rope_scaling = RopeScaling::Default;
+    if let Some(table) = params.or(scaling) {
         let kind = table
             .get("rope_type")
             .or_else(|| table.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("default");
-        if kind != "default" {
-            return Err(r.err(
-                "rope_parameters",
-                format!("rope_type {kind:?} is not supported (only \"default\")"),
-            ));
-        }
+        let number = |name: &str| {
+            table
+                .get(name)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| r.err(key, format!("rope_type {kind:?} needs a number `{name}`")))
+        };
+        rope_scaling = match kind {
+            "default" => RopeScaling::Default,
+            "linear" => RopeScaling::Linear {
+                factor: number("factor")?,
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                original_max_positions: number("original_max_position_embeddings")?,
+            },
+            other => {
+                return Err(r.err(
+                    key,
+                    format!(
+                        "rope_type {other:?} is not supported (supported: \"default\", \"linear\", \"llama3\")"
+                    ),
+                ));
+            }
+        };
     }
     let theta = params
         .and_then(|p| p.get("rope_theta"))
         .and_then(Value::as_f64)
         .or(r.opt_f64("rope_theta")?);
-    Ok(theta.unwrap_or(match family {
+    let theta = theta.unwrap_or(match family {
         Family::Qwen2 => 1_000_000.0,
         _ => 10_000.0,
-    }))
+    });
+    Ok((theta, rope_scaling))
+}
+
+/// How RoPE's inverse frequencies are rescaled (transformers' `rope_type`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `inv_freq_i = theta^(-2i/d)`.
+    Default,
+    /// Every frequency divided by `factor` (position interpolation).
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// Llama 3.1's scaling: long wavelengths divided by `factor`, short ones kept, a smooth
+    /// blend between `original_max_positions / low_freq_factor` and `/ high_freq_factor`.
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original_max_positions / low_freq_factor` are fully scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_positions / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was pre-trained with.
+        original_max_positions: f64,
+    },
+}
+
+impl RopeScaling {
+    /// The inverse frequencies of a head of width `head_dim` with base `theta`, each rounded to
+    /// f32 (transformers computes them in float32).
+    pub fn inv_freq(&self, theta: f64, head_dim: usize) -> Vec<f32> {
+        let base = (0..head_dim / 2).map(|i| {
+            let f = (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32;
+            f64::from(f)
+        });
+        base.map(|f| match *self {
+            RopeScaling::Default => f as f32,
+            RopeScaling::Linear { factor } => (f / factor) as f32,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_positions,
+            } => {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let low_freq_wavelen = original_max_positions / low_freq_factor;
+                let high_freq_wavelen = original_max_positions / high_freq_factor;
+                if wavelen > low_freq_wavelen {
+                    (f / factor) as f32
+                } else if wavelen < high_freq_wavelen {
+                    f as f32
+                } else {
+                    let smooth = (original_max_positions / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    ((1.0 - smooth) * f / factor + smooth * f) as f32
+                }
+            }
+        })
+        .collect()
+    }
 }

@@ -22,7 +22,9 @@ pub enum ModelError {
         cause: serde_json::Error,
     },
     /// The config's `model_type` is not one burnish implements.
-    #[error("{path}: unsupported model_type {found:?} (burnish supports gpt2, llama, qwen2)")]
+    #[error(
+        "{path}: unsupported model_type {found:?} (burnish supports gpt2, llama, mistral, qwen2)"
+    )]
     UnsupportedModelType {
         /// The config file.
         path: PathBuf,

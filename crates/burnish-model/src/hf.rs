@@ -97,7 +97,7 @@ impl Entry {
 fn table(config: &ModelConfig, gpt2_prefix: &str) -> Vec<Entry> {
     let mut table = match config.family {
         Family::Gpt2 => gpt2::tensor_names(config, gpt2_prefix),
-        Family::Llama | Family::Qwen2 => llama::tensor_names(config),
+        Family::Llama | Family::Mistral | Family::Qwen2 => llama::tensor_names(config),
     };
     if config.reward_head {
         table.push(Entry::transposed("score.weight".into(), Slot::RewardHead));

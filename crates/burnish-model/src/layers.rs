@@ -82,14 +82,11 @@ pub struct Rope<B: Backend> {
 }
 
 impl<B: Backend> Rope<B> {
-    /// Angles for integer positions `[batch, seq]`, base `theta`, head width `head_dim`.
-    pub fn new(positions: Tensor<B, 2, Int>, theta: f64, head_dim: usize) -> Self {
+    /// Angles for integer positions `[batch, seq]` and the head's inverse frequencies
+    /// (`ModelConfig::rope_scaling.inv_freq`, `head_dim / 2` of them).
+    pub fn new(positions: Tensor<B, 2, Int>, inv_freq: Vec<f32>) -> Self {
         let device = positions.device();
-        let half = head_dim / 2;
-        // inv_freq is rounded to f32 before the product, as transformers does.
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
+        let half = inv_freq.len();
         let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device)
             .reshape([1, 1, half]);
         let freqs = positions.float().unsqueeze_dim::<3>(2) * inv_freq;

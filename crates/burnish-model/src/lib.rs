@@ -20,7 +20,7 @@ pub mod record;
 pub mod safetensors_io;
 pub mod tokenizer;
 
-pub use config::{Activation, Family, ModelConfig};
+pub use config::{Activation, Family, ModelConfig, RopeScaling};
 pub use error::{ModelError, Result};
 pub use generate::{Generation, SamplingConfig};
 pub use hf::copy_tokenizer_files;

@@ -245,8 +245,10 @@ impl<B: ModelBackend> CausalLm<B> {
         if let Some(pos_embed) = &self.pos_embed {
             x = x + pos_embed.forward(positions.clone());
         }
-        let rope = (self.config.family != Family::Gpt2)
-            .then(|| Rope::new(positions, self.config.rope_theta, self.config.head_dim));
+        let rope = (self.config.family != Family::Gpt2).then(|| {
+            let c = &self.config;
+            Rope::new(positions, c.rope_scaling.inv_freq(c.rope_theta, c.head_dim))
+        });
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let attn = block.attn.forward(
                 block.attn_norm.forward(x.clone()),

@@ -126,3 +126,37 @@ fn merge_across_the_boundary_is_an_error() {
         ModelError::EmptyCompletion { .. }
     ));
 }
+
+/// The llama3-rope fixture's config in transformers 4's form (top-level `rope_theta`,
+/// `rope_scaling`) gives the same model; an unknown `rope_type` is one error naming it.
+#[test]
+fn rope_scaling_reads_both_config_formats_and_names_unknown_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v4");
+    copy_fixture("llama3-rope", &dir);
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let mut params = config
+        .as_object_mut()
+        .unwrap()
+        .remove("rope_parameters")
+        .unwrap();
+    config["rope_theta"] = params["rope_theta"].take();
+    params.as_object_mut().unwrap().remove("rope_theta");
+    config["rope_scaling"] = params;
+    fs::write(&path, config.to_string()).unwrap();
+    let v4 = load(&dir).unwrap();
+    let v5 = load(&fixture("llama3-rope")).unwrap();
+    assert_eq!(v4.config.rope_scaling, v5.config.rope_scaling);
+    assert_eq!(v4.config.rope_theta, 500_000.0);
+    assert!(matches!(
+        v4.config.rope_scaling,
+        burnish_model::RopeScaling::Llama3 { factor, .. } if factor == 8.0
+    ));
+
+    config["rope_scaling"]["rope_type"] = "yarn".into();
+    fs::write(&path, config.to_string()).unwrap();
+    let err = load(&dir).err().unwrap().to_string();
+    assert!(err.contains("yarn") && err.contains("llama3"), "{err}");
+}

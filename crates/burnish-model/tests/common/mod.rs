@@ -50,7 +50,14 @@ pub fn parameters<M: burn::module::Module<TestBackend>>(model: &M) -> Vec<Vec<f3
     collect.0
 }
 
-pub const FAMILIES: [&str; 4] = ["gpt2", "llama", "llama-sharded", "qwen2"];
+pub const FAMILIES: [&str; 6] = [
+    "gpt2",
+    "llama",
+    "llama-sharded",
+    "qwen2",
+    "llama3-rope",
+    "mistral",
+];
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
