@@ -61,12 +61,13 @@ impl Job for Precompute {
         let report =
             precompute_reference_file::<B>(&a.model, &a.input, &a.output, &options, &device)?;
         println!(
-            "{}: {} rows read, {} written, {} scored, {} could not be tokenized{}",
+            "{}: {} rows read, {} written, {} scored, {} could not be tokenized, {} unreadable{}",
             a.output.display(),
             report.read,
             report.written,
             report.scored,
             report.rejected,
+            report.unreadable,
             report
                 .rejects_path
                 .as_ref()

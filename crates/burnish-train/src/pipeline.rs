@@ -255,7 +255,17 @@ where
             })
             .collect();
         let checked = rows.iter().map(&check);
-        for (((encoded, is_eval), checked), (file, row)) in encode(&rows)
+        let encoded = encode(&rows);
+        if encoded.len() != rows.len() {
+            // A zip below would otherwise drop the rows without an encoding silently.
+            return Err(PipelineError::Invalid(format!(
+                "{}: the encoder returned {} results for {} rows (a bug)",
+                path.display(),
+                encoded.len(),
+                rows.len()
+            )));
+        }
+        for (((encoded, is_eval), checked), (file, row)) in encoded
             .into_iter()
             .zip(subsets)
             .zip(checked)
@@ -775,8 +785,13 @@ pub fn run_kto<B: ModelAutodiffBackend>(
         &out.join("rejects.jsonl"),
     )?;
     let max_length = encoder.config().max_length.unwrap_or(usize::MAX);
-    pair_mismatched(&mut train_rows, max_length);
-    pair_mismatched(&mut eval_rows, max_length);
+    let same_prompt =
+        pair_mismatched(&mut train_rows, max_length) + pair_mismatched(&mut eval_rows, max_length);
+    if same_prompt > 0 && !options.quiet {
+        eprintln!(
+            "warning: {same_prompt} rows found no row with another prompt among the next 64, so their KL reference point uses a completion of their own prompt (it then underestimates the KL); shuffle the data so that prompts are mixed"
+        );
+    }
     let collator = collator_for(&encoder);
     let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
     let reference = reference_model(config, &policy, device)?;
@@ -880,12 +895,15 @@ pub fn run_reward<B: ModelAutodiffBackend>(
 pub struct PrecomputeReport {
     /// Rows read.
     pub read: u64,
-    /// Rows written (all of them).
+    /// Rows written (every row that could be read).
     pub written: u64,
     /// Rows whose reference log-probs were computed.
     pub scored: u64,
     /// Rows that could not be tokenized: written with null `ref_*_logp`, reasons in `rejects_path`.
     pub rejected: u64,
+    /// Rows with a cell that cannot be read (a null prompt, a wrong shape): not written, since
+    /// there is nothing to write, reasons in `rejects_path`. `read = written + unreadable`.
+    pub unreadable: u64,
     /// The rejects file (JSON Lines), when any row was rejected.
     pub rejects_path: Option<PathBuf>,
 }
@@ -941,10 +959,40 @@ fn precompute_chunks<R: burnish_data::ArrowRow, T>(
     let mut reader = rows;
     let chunk_rows = options.batch_size.max(1) * 32;
     let mut progress = options.progress.then(|| Progress::new(total, 0));
-    loop {
-        let mut chunk: Vec<R> = reader.by_ref().take(chunk_rows).collect::<Result<_, _>>()?;
+    let mut exhausted = false;
+    while !exhausted {
+        // Each row keeps its own file and row number for the rejects file; a row with an
+        // unreadable cell is rejected here, not the whole file.
+        let (mut chunk, mut at): (Vec<R>, Vec<(PathBuf, u64)>) = (Vec::new(), Vec::new());
+        while chunk.len() < chunk_rows {
+            let Some(item) = reader.next() else {
+                exhausted = true;
+                break;
+            };
+            let position = reader
+                .position()
+                .map_or_else(|| (input.to_path_buf(), 0), |p| (p.file, p.row));
+            match item {
+                Ok(row) => {
+                    chunk.push(row);
+                    at.push(position);
+                }
+                Err(DataError::Row {
+                    path,
+                    row,
+                    column,
+                    reason,
+                }) => {
+                    report.read += 1;
+                    report.unreadable += 1;
+                    let reason = format!("column `{column}`: {reason} (the row is not written)");
+                    rejects.write(&path, row as usize, &reason)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if chunk.is_empty() {
-            break;
+            continue;
         }
         let (mut ok, mut slots) = (Vec::new(), Vec::new());
         for (i, e) in encode(&chunk).into_iter().enumerate() {
@@ -955,7 +1003,8 @@ fn precompute_chunks<R: burnish_data::ArrowRow, T>(
                 }
                 Err(err) => {
                     report.rejected += 1;
-                    rejects.write(input, report.read as usize + i, &err.to_string())?;
+                    let (file, row) = &at[i];
+                    rejects.write(file, *row as usize, &err.to_string())?;
                 }
             }
         }
@@ -980,13 +1029,19 @@ fn precompute_chunks<R: burnish_data::ArrowRow, T>(
             report.written += 1;
         }
     }
-    if report.read == 0 {
+    report.rejects_path = rejects.finish()?;
+    if report.written == 0 {
         return Err(PipelineError::Invalid(format!(
-            "{}: no rows to score",
-            input.display()
+            "{}: no rows to score ({} read, {} unreadable{})",
+            input.display(),
+            report.read,
+            report.unreadable,
+            report
+                .rejects_path
+                .as_ref()
+                .map_or(String::new(), |p| format!(", reasons in {}", p.display()))
         )));
     }
-    report.rejects_path = rejects.finish()?;
     Ok(report)
 }
 
@@ -1012,72 +1067,90 @@ pub fn precompute_reference_file<B: ModelBackend>(
     let (schema, total) = burnish_data::reader::parquet_schema(input)?;
     let has = |name: &str| schema.column_with_name(name).is_some();
     let batch = options.batch_size;
-    if has("responses") {
-        let mut writer: Option<ListwiseWriter> = None;
+    // Written beside the output and renamed when complete: a failed or killed run leaves no
+    // half-written output (and an older one at that path stays as it was).
+    let mut partial = output.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let result = (|| -> Result<PrecomputeReport, PipelineError> {
+        if has("responses") {
+            let mut writer: Option<ListwiseWriter> = None;
+            let report = precompute_chunks(
+                input,
+                output,
+                ReaderBuilder::new().path(input).listwise()?,
+                total,
+                options,
+                |rows: &[ListwiseRow]| encoder.encode_lists(rows),
+                |rows: &mut [TokenizedList]| {
+                    precompute_list_reference(&model, rows, &collator, batch, device, None)
+                        .map_err(PipelineError::from)
+                },
+                |row, t| row.ref_logps = t.and_then(|t| t.ref_logps.clone()),
+                |row| {
+                    let w = match writer.as_mut() {
+                        Some(w) => w,
+                        None => {
+                            let mut schema = ListwiseSchema::of(&row);
+                            schema.id = has("id");
+                            schema.ref_logps = true;
+                            writer.insert(ListwiseWriter::create(&partial, schema)?)
+                        }
+                    };
+                    Ok(w.write(row)?)
+                },
+            )?;
+            if let Some(w) = writer {
+                w.finish()?;
+            }
+            return Ok(report);
+        }
+        let mut writer: Option<PairWriter> = None;
         let report = precompute_chunks(
             input,
             output,
-            ReaderBuilder::new().path(input).listwise()?,
+            ReaderBuilder::new().path(input).pairs()?,
             total,
             options,
-            |rows: &[ListwiseRow]| encoder.encode_lists(rows),
-            |rows: &mut [TokenizedList]| {
-                precompute_list_reference(&model, rows, &collator, batch, device, None)
-                    .map_err(PipelineError::from)
+            |rows: &[PreferencePair]| encoder.encode_pairs(rows),
+            |pairs: &mut [TokenizedPair]| {
+                precompute_reference(&model, pairs, &collator, batch, device, None);
+                Ok(())
             },
-            |row, t| row.ref_logps = t.and_then(|t| t.ref_logps.clone()),
-            |row| {
+            |pair, t| {
+                pair.ref_chosen_logp = t.and_then(|t| t.ref_chosen_logp);
+                pair.ref_rejected_logp = t.and_then(|t| t.ref_rejected_logp);
+            },
+            |pair| {
                 let w = match writer.as_mut() {
                     Some(w) => w,
                     None => {
-                        let mut schema = ListwiseSchema::of(&row);
+                        let mut schema = PairSchema::of(&pair);
                         schema.id = has("id");
+                        schema.margin = has("margin");
                         schema.ref_logps = true;
-                        writer.insert(ListwiseWriter::create(output, schema)?)
+                        writer.insert(PairWriter::create(&partial, schema)?)
                     }
                 };
-                Ok(w.write(row)?)
+                Ok(w.write(pair)?)
             },
         )?;
         if let Some(w) = writer {
             w.finish()?;
         }
-        return Ok(report);
+        Ok(report)
+    })();
+    match result {
+        Ok(report) => {
+            std::fs::rename(&partial, output).map_err(io_err(output))?;
+            Ok(report)
+        }
+        Err(e) => {
+            // Best effort: the error is what the user needs to see.
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
     }
-    let mut writer: Option<PairWriter> = None;
-    let report = precompute_chunks(
-        input,
-        output,
-        ReaderBuilder::new().path(input).pairs()?,
-        total,
-        options,
-        |rows: &[PreferencePair]| encoder.encode_pairs(rows),
-        |pairs: &mut [TokenizedPair]| {
-            precompute_reference(&model, pairs, &collator, batch, device, None);
-            Ok(())
-        },
-        |pair, t| {
-            pair.ref_chosen_logp = t.and_then(|t| t.ref_chosen_logp);
-            pair.ref_rejected_logp = t.and_then(|t| t.ref_rejected_logp);
-        },
-        |pair| {
-            let w = match writer.as_mut() {
-                Some(w) => w,
-                None => {
-                    let mut schema = PairSchema::of(&pair);
-                    schema.id = has("id");
-                    schema.margin = has("margin");
-                    schema.ref_logps = true;
-                    writer.insert(PairWriter::create(output, schema)?)
-                }
-            };
-            Ok(w.write(pair)?)
-        },
-    )?;
-    if let Some(w) = writer {
-        w.finish()?;
-    }
-    Ok(report)
 }
 
 /// Which loss [`evaluate_file`] measures.

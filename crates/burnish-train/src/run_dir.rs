@@ -1,9 +1,9 @@
 //! A run's output folder: one run at a time, no fresh run silently mixed into an old one, and a
 //! resume that refuses a configuration under which it could not continue exactly.
 //!
-//! - **Lock.** A run holds `output_dir/.burnish.lock` (its process id) until it ends; a second
-//!   run into the folder is refused with one line. A lock left by a process that no longer
-//!   exists (a `kill -9`) is stale and replaced.
+//! - **Lock.** A run holds an OS lock on `output_dir/.burnish.lock` (which records its process
+//!   id) until it ends; a second run into the folder is refused with one line. The kernel
+//!   releases the lock when the process dies, so a `kill -9` leaves nothing stale.
 //! - **Fresh runs.** A folder that already holds a run (its `metrics.jsonl`, `final/` or a
 //!   `checkpoint-N`) is refused unless the run resumes (`--resume`) or overwrites it
 //!   (`--overwrite`, which deletes burnish's files there and nothing else).
@@ -106,67 +106,41 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError + '_ {
     }
 }
 
-/// The held lock of an output folder; dropping it removes the lock file.
+/// The held lock of an output folder: an OS advisory lock (`flock`) on `.burnish.lock`, which
+/// the kernel releases when the process ends however it ends (a `kill -9` included), so there
+/// is no stale lock to guess about and no window in which two runs both hold it. The file itself
+/// stays, holding the last holder's process id for the message.
 #[derive(Debug)]
 pub struct RunLock {
-    path: PathBuf,
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        // Best effort: a lock left behind is detected as stale by the next run.
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// Whether process `pid` is alive. Where that cannot be told (no `/proc`), every holder counts
-/// as alive, so a stale lock is refused rather than a live run corrupted.
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let proc_root = Path::new("/proc");
-    if !proc_root.join("self").exists() {
-        return true;
-    }
-    proc_root.join(pid.to_string()).exists()
+    _file: std::fs::File,
 }
 
 impl RunLock {
-    /// Takes the lock of `dir` (which must exist), replacing a stale one.
+    /// Takes the lock of `dir` (which must exist), or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<Self, RunDirError> {
         let path = dir.join(LOCK_FILE);
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
-                    return Ok(RunLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let text = std::fs::read_to_string(&path).unwrap_or_default();
-                    match text.trim().parse::<u32>() {
-                        Ok(pid) if process_alive(pid) => {
-                            return Err(RunDirError::Locked {
-                                dir: dir.to_path_buf(),
-                                pid,
-                                lock: path,
-                            });
-                        }
-                        // Stale (or half-written by a killed process): replace it.
-                        _ => std::fs::remove_file(&path).map_err(io(&path))?,
-                    }
-                }
-                Err(e) => return Err(io(&path)(e)),
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(RunDirError::Locked {
+                    dir: dir.to_path_buf(),
+                    pid: text.trim().parse().unwrap_or(0),
+                    lock: path,
+                });
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
-        Err(RunDirError::Other(format!(
-            "{}: could not take the lock (another run keeps recreating it)",
-            path.display()
-        )))
+        file.set_len(0).map_err(io(&path))?;
+        writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
+        Ok(RunLock { _file: file })
     }
 }
 
@@ -216,6 +190,7 @@ fn remove_previous_run(dir: &Path) -> Result<(), RunDirError> {
     for name in [
         CONFIG_FILE,
         FINGERPRINT_FILE,
+        crate::checkpoint::LATEST_FILE,
         "metrics.jsonl",
         "final",
         "final.partial",
@@ -316,8 +291,8 @@ pub fn fingerprint_file(path: &Path) -> Result<FileFingerprint, RunDirError> {
 }
 
 /// Fingerprints of every data file the config reads (training and held-out, folders expanded)
-/// and of the starting model's and reference's `config.json`: a model replaced in place (another
-/// architecture at the same path) cannot be resumed into.
+/// and of the starting model's and reference's `config.json` and tokenizer: a model or tokenizer
+/// replaced in place (another architecture, other token ids) cannot be resumed into.
 pub fn data_fingerprint(config: &TrainingConfig) -> Result<Vec<FileFingerprint>, RunDirError> {
     let mut reader = ReaderBuilder::new();
     if let Some(split) = &config.data.split {

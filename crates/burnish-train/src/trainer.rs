@@ -116,7 +116,21 @@ struct MetricSums(Vec<(String, f64, f64)>);
 
 impl MetricSums {
     fn add(&mut self, metrics: &[(String, f64)], weight: f64) {
+        // A per-kind metric (`rewards/chosen`, `logps/rejected`) of a batch that reports its
+        // row count (`count/chosen`, KTO) is weighted by that count, so the logged value is the
+        // mean over the rows of that kind, as TRL's sums and counts give.
+        let count = |kind: &str| {
+            metrics
+                .iter()
+                .find(|(n, _)| *n == format!("count/{kind}"))
+                .map(|(_, c)| *c)
+        };
         for (name, value) in metrics {
+            let kind = name.rsplit('/').next().unwrap_or_default();
+            let weight = match (name.starts_with("count/"), count(kind)) {
+                (false, Some(rows)) => weight * rows,
+                _ => weight,
+            };
             match self.0.iter_mut().find(|(n, _, _)| n == name) {
                 Some((_, sum, weights)) => {
                     *sum += value * weight;

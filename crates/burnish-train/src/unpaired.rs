@@ -62,16 +62,27 @@ const MISMATCH_SEARCH: usize = 64;
 /// within `max_length` tokens; a lone row keeps its own completion. Looking past rows with the
 /// same prompt matters for data unpaired from pairs, where a prompt's desirable and undesirable
 /// rows sit side by side: the next row's completion would answer the same prompt. Cached
-/// reference log-probs of the mismatched pairs are cleared, since the pairs changed.
-pub fn pair_mismatched(rows: &mut [TokenizedUnpaired], max_length: usize) {
+/// reference log-probs of the mismatched pairs are cleared, since the pairs changed. Returns how
+/// many rows (of more than one) found no row with another prompt, and so got one of their own
+/// prompt's completions: their KL estimate is biased low, worth a warning.
+pub fn pair_mismatched(rows: &mut [TokenizedUnpaired], max_length: usize) -> usize {
     let n = rows.len();
     let partner = |i: usize| {
         (1..n.min(MISMATCH_SEARCH + 1))
             .map(|k| (i + k) % n)
             .find(|&j| rows[j].prompt_ids != rows[i].prompt_ids)
-            .unwrap_or((i + 1) % n.max(1))
     };
-    let partners: Vec<usize> = (0..n).map(partner).collect();
+    let partners: Vec<Option<usize>> = (0..n).map(partner).collect();
+    let same_prompt = if n > 1 {
+        partners.iter().filter(|p| p.is_none()).count()
+    } else {
+        0
+    };
+    let partners: Vec<usize> = partners
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| p.unwrap_or((i + 1) % n))
+        .collect();
     let completions: Vec<Vec<u32>> = rows.iter().map(|r| r.completion_ids.clone()).collect();
     for (row, j) in rows.iter_mut().zip(partners) {
         let room = max_length.saturating_sub(row.prompt_ids.len()).max(1);
@@ -80,6 +91,7 @@ pub fn pair_mismatched(rows: &mut [TokenizedUnpaired], max_length: usize) {
         row.kl_completion_ids = kl;
         row.ref_kl_logp = None;
     }
+    same_prompt
 }
 
 /// The two unpaired rows of a preference pair: its chosen completion as desirable, its rejected
