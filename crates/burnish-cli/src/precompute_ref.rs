@@ -72,7 +72,7 @@ impl Job for Precompute {
                 .rejects_path
                 .as_ref()
                 .map_or(String::new(), |p| format!(
-                    " (see {}; their ref columns are null)",
+                    " (reasons in {}; rows that could not be tokenized are written with null ref columns, unreadable rows are not written)",
                     p.display()
                 ))
         );

@@ -1417,3 +1417,44 @@ fn random_kills_leave_complete_folders_and_resume_exactly() {
         );
     }
 }
+
+/// `precompute-ref` reads what the trainers read (here CSV, no longer Parquet only), names a bad
+/// row by its own row number, and writes its output whole.
+#[test]
+fn precompute_ref_reads_csv_and_accounts_for_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("pairs.csv");
+    std::fs::write(
+        &csv,
+        "prompt,chosen,rejected\nThe film,\" was great.\",\" was awful.\"\n,\" felt lovely.\",\" felt dull.\"\nMy day,\" went well.\",\" went badly.\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("cached.parquet");
+    let o = burnish(&[
+        "precompute-ref",
+        "--model",
+        gpt2().to_str().unwrap(),
+        "--input",
+        csv.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--max-length",
+        "40",
+        "--max-prompt-length",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    println!("{}", text(&o));
+    let rejects = std::fs::read_to_string(dir.path().join("cached.rejects.jsonl")).unwrap();
+    let reject: serde_json::Value = serde_json::from_str(rejects.trim()).unwrap();
+    assert_eq!(reject["row"], 1, "{rejects}");
+    let rows: Vec<PreferencePair> = burnish::data::ReaderBuilder::new()
+        .path(&out)
+        .pairs()
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let scored = rows.iter().filter(|p| p.ref_chosen_logp.is_some()).count();
+    assert_eq!(scored, 2, "{rows:?}");
+    assert!(!dir.path().join("cached.parquet.partial").exists());
+}

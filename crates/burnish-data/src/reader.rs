@@ -534,6 +534,12 @@ impl<T: ArrowRow> RowReader<T> {
         &self.files
     }
 
+    /// Index into [`RowReader::files`] and row number of the row (or row error) returned last:
+    /// [`RowReader::position`] without cloning the path, for callers that keep one per row.
+    pub fn position_index(&self) -> Option<(usize, u64)> {
+        self.last
+    }
+
     /// File and row number of the row (or row error) returned last.
     pub fn position(&self) -> Option<RowPosition> {
         self.last.map(|(f, row)| RowPosition {

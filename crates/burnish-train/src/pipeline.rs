@@ -194,6 +194,58 @@ impl<'a> DataInput<'a> {
     }
 }
 
+/// Rows read by [`read_rows`], each with its file (an index into the reader's files) and row.
+struct ReadRows<R> {
+    rows: Vec<R>,
+    at: Vec<(usize, u64)>,
+    unreadable: u64,
+    exhausted: bool,
+}
+
+/// Reads up to `limit` rows. A row with an unreadable cell is written to `rejects` with its
+/// own file, row and reason (and counted in `unreadable`) instead of failing the whole file;
+/// any other error stops.
+fn read_rows<R: burnish_data::ArrowRow>(
+    reader: &mut RowReader<R>,
+    limit: usize,
+    rejects: &mut Rejects,
+    note: &str,
+) -> Result<ReadRows<R>, PipelineError> {
+    let mut out = ReadRows {
+        rows: Vec::new(),
+        at: Vec::new(),
+        unreadable: 0,
+        exhausted: false,
+    };
+    while out.rows.len() < limit {
+        let Some(item) = reader.next() else {
+            out.exhausted = true;
+            break;
+        };
+        match item {
+            Ok(row) => {
+                out.rows.push(row);
+                out.at.push(reader.position_index().unwrap_or((0, 0)));
+            }
+            Err(DataError::Row {
+                path,
+                row,
+                column,
+                reason,
+            }) => {
+                out.unreadable += 1;
+                rejects.write(
+                    &path,
+                    row as usize,
+                    &format!("column `{column}`: {reason}{note}"),
+                )?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
 /// Reads rows of the training data (and the eval file), splits, tokenizes in parallel; rejects
 /// go to `rejects`.
 fn load_rows<R, T>(
@@ -223,29 +275,15 @@ where
         // Each row keeps its own file and row number (a folder's shard, not the folder), and
         // a row that cannot be decoded is rejected with its reason rather than failing the run.
         let mut reader = read(input.read(path))?;
-        let (mut rows, mut positions): (Vec<R>, Vec<(PathBuf, u64)>) = (Vec::new(), Vec::new());
-        while let Some(row) = reader.next() {
-            report.read += 1;
-            let position = reader
-                .position()
-                .map_or_else(|| (path.to_path_buf(), 0), |p| (p.file, p.row));
-            match row {
-                Ok(row) => {
-                    rows.push(row);
-                    positions.push(position);
-                }
-                Err(DataError::Row {
-                    path,
-                    row,
-                    column,
-                    reason,
-                }) => {
-                    report.rejected += 1;
-                    rejects.write(&path, row as usize, &format!("column `{column}`: {reason}"))?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let ReadRows {
+            rows,
+            at: positions,
+            unreadable,
+            ..
+        } = read_rows(&mut reader, usize::MAX, &mut rejects, "")?;
+        report.read += rows.len() as u64 + unreadable;
+        report.rejected += unreadable;
+        let shards = reader.files();
         let subsets: Vec<bool> = rows
             .iter()
             .map(|r| match (held_out, &split) {
@@ -265,22 +303,23 @@ where
                 rows.len()
             )));
         }
-        for (((encoded, is_eval), checked), (file, row)) in encoded
+        for (((encoded, is_eval), checked), &(file, row)) in encoded
             .into_iter()
             .zip(subsets)
             .zip(checked)
             .zip(&positions)
         {
+            let file = &shards[file];
             match (checked, encoded) {
                 (Err(reason), _) => {
                     report.rejected += 1;
-                    rejects.write(file, *row as usize, &reason)?;
+                    rejects.write(file, row as usize, &reason)?;
                 }
                 (Ok(()), Ok(t)) if is_eval => eval_rows.push(t),
                 (Ok(()), Ok(t)) => train_rows.push(t),
                 (Ok(()), Err(e)) => {
                     report.rejected += 1;
-                    rejects.write(file, *row as usize, &e.to_string())?;
+                    rejects.write(file, row as usize, &e.to_string())?;
                 }
             }
         }
@@ -692,21 +731,28 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     finish_run(run_dir, policy, &objective, config, options, data, device)
 }
 
+/// The column names of the first data file of the training data (folders expanded), if any.
+fn first_columns(input: &DataInput<'_>) -> Result<Option<Vec<String>>, PipelineError> {
+    match input.read(&input.train).files()?.first() {
+        Some(first) => Ok(Some(
+            burnish_data::reader::file_schema(first)?
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// True when the training data are listwise: a `responses` column (or the file column mapped
 /// to it), in the first data file.
 pub fn is_listwise(input: &DataInput<'_>) -> Result<bool, PipelineError> {
     let column = input
         .reader
         .mapped_column("responses")
-        .unwrap_or("responses")
-        .to_owned();
-    let files = input.read(&input.train).files()?;
-    match files.first() {
-        Some(first) => Ok(burnish_data::reader::file_schema(first)?
-            .column_with_name(&column)
-            .is_some()),
-        None => Ok(false),
-    }
+        .unwrap_or("responses");
+    Ok(first_columns(input)?.is_some_and(|names| names.iter().any(|n| n == column)))
 }
 
 /// The reference a run trains against: `model.reference`, else the starting policy.
@@ -961,36 +1007,16 @@ fn precompute_chunks<R: burnish_data::ArrowRow, T>(
     let mut progress = options.progress.then(|| Progress::new(total, 0));
     let mut exhausted = false;
     while !exhausted {
-        // Each row keeps its own file and row number for the rejects file; a row with an
-        // unreadable cell is rejected here, not the whole file.
-        let (mut chunk, mut at): (Vec<R>, Vec<(PathBuf, u64)>) = (Vec::new(), Vec::new());
-        while chunk.len() < chunk_rows {
-            let Some(item) = reader.next() else {
-                exhausted = true;
-                break;
-            };
-            let position = reader
-                .position()
-                .map_or_else(|| (input.to_path_buf(), 0), |p| (p.file, p.row));
-            match item {
-                Ok(row) => {
-                    chunk.push(row);
-                    at.push(position);
-                }
-                Err(DataError::Row {
-                    path,
-                    row,
-                    column,
-                    reason,
-                }) => {
-                    report.read += 1;
-                    report.unreadable += 1;
-                    let reason = format!("column `{column}`: {reason} (the row is not written)");
-                    rejects.write(&path, row as usize, &reason)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let read = read_rows(
+            &mut reader,
+            chunk_rows,
+            &mut rejects,
+            " (the row is not written)",
+        )?;
+        exhausted = read.exhausted;
+        report.read += read.unreadable;
+        report.unreadable += read.unreadable;
+        let (mut chunk, at) = (read.rows, read.at);
         if chunk.is_empty() {
             continue;
         }
@@ -1003,8 +1029,8 @@ fn precompute_chunks<R: burnish_data::ArrowRow, T>(
                 }
                 Err(err) => {
                     report.rejected += 1;
-                    let (file, row) = &at[i];
-                    rejects.write(file, *row as usize, &err.to_string())?;
+                    let (file, row) = at[i];
+                    rejects.write(&reader.files()[file], row as usize, &err.to_string())?;
                 }
             }
         }
@@ -1064,8 +1090,13 @@ pub fn precompute_reference_file<B: ModelBackend>(
     )?;
     let collator = collator_for(&encoder);
     let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
-    let (schema, total) = burnish_data::reader::parquet_schema(input)?;
-    let has = |name: &str| schema.column_with_name(name).is_some();
+    // Any input the trainers read (Parquet, Arrow IPC, CSV, a folder), not only Parquet.
+    let data = DataInput::all_train(input);
+    let listwise = is_listwise(&data)?;
+    let columns = first_columns(&data)?
+        .ok_or_else(|| PipelineError::Invalid(format!("{}: no data files", input.display())))?;
+    let total = data.read(input).num_rows()?;
+    let has = |name: &str| columns.iter().any(|c| c == name);
     let batch = options.batch_size;
     // Written beside the output and renamed when complete: a failed or killed run leaves no
     // half-written output (and an older one at that path stays as it was).
@@ -1073,12 +1104,12 @@ pub fn precompute_reference_file<B: ModelBackend>(
     partial.push(".partial");
     let partial = PathBuf::from(partial);
     let result = (|| -> Result<PrecomputeReport, PipelineError> {
-        if has("responses") {
+        if listwise {
             let mut writer: Option<ListwiseWriter> = None;
             let report = precompute_chunks(
                 input,
                 output,
-                ReaderBuilder::new().path(input).listwise()?,
+                data.read(input).listwise()?,
                 total,
                 options,
                 |rows: &[ListwiseRow]| encoder.encode_lists(rows),
@@ -1109,7 +1140,7 @@ pub fn precompute_reference_file<B: ModelBackend>(
         let report = precompute_chunks(
             input,
             output,
-            ReaderBuilder::new().path(input).pairs()?,
+            data.read(input).pairs()?,
             total,
             options,
             |rows: &[PreferencePair]| encoder.encode_pairs(rows),
