@@ -40,8 +40,11 @@ fn files(dir: &Path, junk: &[u8], config: &str) -> Files {
 /// What a flag takes.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// A file or folder.
+    /// A file or folder to read.
     Path,
+    /// A file to write: always inside the case's temporary folder, so no case writes into the
+    /// repository (an existing file there, the folder itself, or a new name).
+    OutPath,
     /// Free text (a prompt, a completion).
     Text,
     /// A number.
@@ -106,7 +109,7 @@ const SUBCOMMANDS: [Spec; 11] = [
         &[
             ("--from", Kind::Format),
             ("--input", Kind::Path),
-            ("--output", Kind::Path),
+            ("--output", Kind::OutPath),
         ],
         &[
             ("--column", Kind::Set),
@@ -119,7 +122,7 @@ const SUBCOMMANDS: [Spec; 11] = [
         &[
             ("--model", Kind::Path),
             ("--input", Kind::Path),
-            ("--output", Kind::Path),
+            ("--output", Kind::OutPath),
         ],
         &[
             ("--max-length", Kind::Number),
@@ -160,6 +163,12 @@ fn value(files: &Files, kind: Kind, pick: u8, text: &str) -> String {
             5 => path(&files.config),
             6 => path(&files.dir.join("missing.parquet")),
             _ => path(&gpt2().join("tokenizer.json")),
+        },
+        Kind::OutPath => match pick % 4 {
+            0 => path(&files.corrupt),
+            1 => path(&files.config),
+            2 => path(&files.dir),
+            _ => path(&files.dir.join("out.parquet")),
         },
         Kind::Number => [
             "0",
