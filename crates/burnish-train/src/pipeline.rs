@@ -458,6 +458,13 @@ pub fn encoder_for(
     max_prompt_length: usize,
     max_length: usize,
 ) -> Result<Encoder, PipelineError> {
+    // The same rule as `data.max_length` / `data.max_prompt_length` in a config, for the
+    // commands that take the lengths as flags (`eval`, `precompute-ref`).
+    if max_length < 2 || max_prompt_length == 0 {
+        return Err(PipelineError::Invalid(format!(
+            "max_length must be at least 2 and max_prompt_length at least 1 (one prompt token to predict from, one completion token), got {max_length} and {max_prompt_length}"
+        )));
+    }
     let model_config = ModelConfig::from_file(model_dir.join("config.json"))?;
     let tokenizer = tokenizer.map_or_else(|| model_dir.join("tokenizer.json"), Path::to_path_buf);
     let max_length = max_length.min(model_config.max_positions.max(2));
