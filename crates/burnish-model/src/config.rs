@@ -23,6 +23,8 @@ pub enum Family {
     Mistral,
     /// Qwen2: Llama with biases on q/k/v.
     Qwen2,
+    /// Qwen3: Llama with a per-head RMSNorm on queries and keys (`q_norm`, `k_norm`) before RoPE.
+    Qwen3,
 }
 
 impl Family {
@@ -33,7 +35,13 @@ impl Family {
             Family::Llama => "llama",
             Family::Mistral => "mistral",
             Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
         }
+    }
+
+    /// Whether attention normalises each query and key head (Qwen3's `q_norm` / `k_norm`).
+    pub fn qk_norm(self) -> bool {
+        self == Family::Qwen3
     }
 }
 
@@ -204,6 +212,7 @@ impl ModelConfig {
             "llama" => Family::Llama,
             "mistral" => Family::Mistral,
             "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             other => {
                 return Err(ModelError::UnsupportedModelType {
                     path: path.to_path_buf(),
@@ -270,7 +279,7 @@ impl ModelConfig {
                     raw: map.clone(),
                 }
             }
-            Family::Llama | Family::Mistral | Family::Qwen2 => {
+            Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
                 let hidden_size = r.usize("hidden_size")?;
                 let num_heads = r.usize("num_attention_heads")?;
                 let num_kv_heads = r.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
@@ -441,7 +450,7 @@ fn rope_parameters(r: &Reader<'_>, family: Family) -> Result<(f64, RopeScaling)>
         .and_then(Value::as_f64)
         .or(r.opt_f64("rope_theta")?);
     let theta = theta.unwrap_or(match family {
-        Family::Qwen2 => 1_000_000.0,
+        Family::Qwen2 | Family::Qwen3 => 1_000_000.0,
         _ => 10_000.0,
     });
     Ok((theta, rope_scaling))

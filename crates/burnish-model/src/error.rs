@@ -23,7 +23,7 @@ pub enum ModelError {
     },
     /// The config's `model_type` is not one burnish implements.
     #[error(
-        "{path}: unsupported model_type {found:?} (burnish supports gpt2, llama, mistral, qwen2)"
+        "{path}: unsupported model_type {found:?} (burnish supports gpt2, llama, mistral, qwen2, qwen3)"
     )]
     UnsupportedModelType {
         /// The config file.

@@ -38,6 +38,10 @@ pub enum Slot {
     AttnNorm(usize, Part),
     /// Query projection.
     Q(usize, Part),
+    /// Per-head query norm (Qwen3's `q_norm`).
+    QNorm(usize),
+    /// Per-head key norm (Qwen3's `k_norm`).
+    KNorm(usize),
     /// Key projection.
     K(usize, Part),
     /// Value projection.
@@ -97,7 +101,9 @@ impl Entry {
 fn table(config: &ModelConfig, gpt2_prefix: &str) -> Vec<Entry> {
     let mut table = match config.family {
         Family::Gpt2 => gpt2::tensor_names(config, gpt2_prefix),
-        Family::Llama | Family::Mistral | Family::Qwen2 => llama::tensor_names(config),
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
+            llama::tensor_names(config)
+        }
     };
     if config.reward_head {
         table.push(Entry::transposed("score.weight".into(), Slot::RewardHead));
@@ -153,6 +159,12 @@ impl<B: Backend> CausalLm<B> {
             }
             Slot::AttnNorm(i, part) => norm_part(&mut self.blocks[i].attn_norm, part),
             Slot::Q(i, part) => linear_part(&mut self.blocks[i].attn.q, part),
+            Slot::QNorm(i) => {
+                norm_part(self.blocks[i].attn.q_norm.as_mut().expect(missing), Part::Weight)
+            }
+            Slot::KNorm(i) => {
+                norm_part(self.blocks[i].attn.k_norm.as_mut().expect(missing), Part::Weight)
+            }
             Slot::K(i, part) => linear_part(&mut self.blocks[i].attn.k, part),
             Slot::V(i, part) => linear_part(&mut self.blocks[i].attn.v, part),
             Slot::O(i, part) => linear_part(&mut self.blocks[i].attn.o, part),

@@ -126,6 +126,10 @@ pub struct SelfAttention<B: Backend> {
     pub v: Linear<B>,
     /// Output projection `[heads * head_dim -> d_model]`.
     pub o: Linear<B>,
+    /// RMSNorm over each query head's `head_dim` before RoPE (Qwen3).
+    pub q_norm: Option<Norm<B>>,
+    /// RMSNorm over each key head's `head_dim` before RoPE (Qwen3).
+    pub k_norm: Option<Norm<B>>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads; each serves `num_heads / num_kv_heads` query heads.
@@ -155,6 +159,12 @@ impl<B: ModelBackend> SelfAttention<B> {
         let mut q = split(self.q.forward(x.clone()), self.num_heads);
         let mut k = split(self.k.forward(x.clone()), self.num_kv_heads);
         let mut v = split(self.v.forward(x), self.num_kv_heads);
+        if let Some(q_norm) = &self.q_norm {
+            q = q_norm.forward(q);
+        }
+        if let Some(k_norm) = &self.k_norm {
+            k = k_norm.forward(k);
+        }
         if let Some(rope) = rope {
             q = rope.apply(q);
             k = rope.apply(k);

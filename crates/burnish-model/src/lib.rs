@@ -1,6 +1,6 @@
 //! burnish-model: the backend-generic causal language model burnish trains and scores with.
 //!
-//! [`CausalLm`] covers the GPT-2, Llama and Qwen2 families, loads Hugging Face model folders
+//! [`CausalLm`] covers the GPT-2, Llama, Mistral, Qwen2 and Qwen3 families, loads Hugging Face model folders
 //! ([`CausalLm::from_pretrained`]) with the logits transformers gives, scores completions
 //! ([`CausalLm::completion_logps`]), carries optional reward and value heads, generates with a
 //! KV cache ([`CausalLm::generate`]), and saves in burn's record format or back to Hugging Face

@@ -1,13 +1,14 @@
-//! Llama's and Qwen2's checkpoint names, in the order transformers' `LlamaForCausalLM` and
-//! `Qwen2ForCausalLM` list them.
+//! Llama's, Mistral's, Qwen2's and Qwen3's checkpoint names, in the order transformers'
+//! `LlamaForCausalLM` and `Qwen2ForCausalLM` / `Qwen3ForCausalLM` list them.
 //!
 //! Their projections are `nn.Linear` weights, `[out, in]`, so each is transposed into burn's
-//! `[in, out]` layout. Qwen2 (and Llama with `attention_bias`) carries q/k/v biases.
+//! `[in, out]` layout. Qwen2 (and Llama with `attention_bias`) carries q/k/v biases; Qwen3 a
+//! per-head RMSNorm on queries and keys.
 
 use crate::config::ModelConfig;
 use crate::hf::{Entry, Part, Slot};
 
-/// The tensor table of a Llama or Qwen2 checkpoint.
+/// The tensor table of a Llama-layout checkpoint (Llama, Mistral, Qwen2, Qwen3).
 pub(crate) fn tensor_names(config: &ModelConfig) -> Vec<Entry> {
     let mut table = vec![Entry::same(
         "model.embed_tokens.weight".into(),
@@ -31,6 +32,10 @@ pub(crate) fn tensor_names(config: &ModelConfig) -> Vec<Entry> {
             if config.qkv_bias {
                 table.push(Entry::same(l(&format!("{name}.bias")), slot(i, Part::Bias)));
             }
+        }
+        if config.family.qk_norm() {
+            table.push(Entry::same(l("self_attn.q_norm.weight"), Slot::QNorm(i)));
+            table.push(Entry::same(l("self_attn.k_norm.weight"), Slot::KNorm(i)));
         }
         table.push(Entry::transposed(
             l("self_attn.o_proj.weight"),

@@ -89,11 +89,11 @@ fn linear<B: Backend>(
     }
 }
 
-fn norm<B: Backend>(config: &ModelConfig, device: &B::Device) -> Norm<B> {
+fn norm<B: Backend>(config: &ModelConfig, width: usize, device: &B::Device) -> Norm<B> {
     let rms = config.family != Family::Gpt2;
     Norm {
-        weight: Param::from_tensor(Tensor::ones([config.hidden_size], device)),
-        bias: (!rms).then(|| Param::from_tensor(Tensor::zeros([config.hidden_size], device))),
+        weight: Param::from_tensor(Tensor::ones([width], device)),
+        bias: (!rms).then(|| Param::from_tensor(Tensor::zeros([width], device))),
         eps: config.norm_eps,
         rms,
     }
@@ -132,17 +132,19 @@ impl<B: Backend> CausalLm<B> {
         let residual_std = INIT_STD / (2.0 * c.num_layers.max(1) as f64).sqrt();
         let blocks = (0..c.num_layers)
             .map(|_| Block {
-                attn_norm: norm(c, device),
+                attn_norm: norm(c, d, device),
                 attn: SelfAttention {
                     q: linear(d, c.num_heads * c.head_dim, c.qkv_bias, INIT_STD, device),
                     k: linear(d, c.num_kv_heads * c.head_dim, c.qkv_bias, INIT_STD, device),
                     v: linear(d, c.num_kv_heads * c.head_dim, c.qkv_bias, INIT_STD, device),
                     o: linear(c.num_heads * c.head_dim, d, c.o_bias, residual_std, device),
+                    q_norm: c.family.qk_norm().then(|| norm(c, c.head_dim, device)),
+                    k_norm: c.family.qk_norm().then(|| norm(c, c.head_dim, device)),
                     num_heads: c.num_heads,
                     num_kv_heads: c.num_kv_heads,
                     head_dim: c.head_dim,
                 },
-                mlp_norm: norm(c, device),
+                mlp_norm: norm(c, d, device),
                 mlp: Mlp {
                     gate: (c.activation == Activation::Silu)
                         .then(|| linear(d, c.intermediate_size, c.mlp_bias, INIT_STD, device)),
@@ -160,7 +162,7 @@ impl<B: Backend> CausalLm<B> {
                 weight: normal([c.max_positions, d], INIT_STD / 2.0, device),
             }),
             blocks,
-            final_norm: norm(c, device),
+            final_norm: norm(c, d, device),
             lm_head: (!c.tie_word_embeddings)
                 .then(|| linear(d, c.vocab_size, false, INIT_STD, device)),
             reward_head: c

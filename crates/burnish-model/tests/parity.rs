@@ -1,5 +1,5 @@
 //! Parity with Hugging Face transformers: logits and completion log-probs of the tiny GPT-2,
-//! Llama (single and sharded), Llama with Llama 3.1 RoPE scaling, Mistral and Qwen2 checkpoints
+//! Llama (single and sharded), Llama with Llama 3.1 RoPE scaling, Mistral, Qwen2 and Qwen3 checkpoints
 //! must match within 1e-4.
 
 mod common;

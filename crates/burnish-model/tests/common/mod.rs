@@ -50,13 +50,14 @@ pub fn parameters<M: burn::module::Module<TestBackend>>(model: &M) -> Vec<Vec<f3
     collect.0
 }
 
-pub const FAMILIES: [&str; 6] = [
+pub const FAMILIES: [&str; 7] = [
     "gpt2",
     "llama",
     "llama-sharded",
     "qwen2",
     "llama3-rope",
     "mistral",
+    "qwen3",
 ];
 
 pub fn fixture(name: &str) -> PathBuf {
