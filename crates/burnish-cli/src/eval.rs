@@ -18,7 +18,7 @@ use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, loss_
 /// Arguments of `burnish eval`.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// A Hugging Face model folder (a `burnish train` run's `final/`).
+    /// A Hugging Face model folder (a `burnish train` run's `final/`) or a GGUF file.
     #[arg(long)]
     pub model: PathBuf,
     /// Pairwise Parquet file (`prompt`, `chosen`, `rejected`).

@@ -10,7 +10,7 @@ use burnish::model::{CausalLm, SamplingConfig, TextTokenizer};
 /// Arguments of `burnish generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or GGUF file.
     #[arg(long)]
     pub model: PathBuf,
     /// The text to continue.

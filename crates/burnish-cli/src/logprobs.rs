@@ -18,7 +18,7 @@ use serde_json::json;
 /// Arguments of `burnish logprobs`.
 #[derive(clap::Args, Debug)]
 pub struct LogprobsArgs {
-    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or GGUF file.
     #[arg(long)]
     pub model: PathBuf,
     /// The prompt (with --completion).

@@ -5,6 +5,7 @@
 
 mod convert;
 mod eval;
+mod export;
 mod generate;
 mod inspect;
 mod logprobs;
@@ -41,6 +42,8 @@ enum Command {
     PrecomputeRef(precompute_ref::PrecomputeRefArgs),
     /// Held-out loss and metrics of a model on a pairwise Parquet file, as JSON.
     Eval(eval::EvalArgs),
+    /// Convert a model between a Hugging Face folder and a GGUF file (llama.cpp / Ollama).
+    Export(export::ExportArgs),
 }
 
 /// The last line of defence: a panic is a bug, reported in one line with its backtrace in a
@@ -85,6 +88,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::PrecomputeRef(args) => precompute_ref::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -15,7 +15,8 @@ use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file};
 /// Arguments of `burnish precompute-ref`.
 #[derive(clap::Args, Debug)]
 pub struct PrecomputeRefArgs {
-    /// The reference model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json).
+    /// The reference model: a Hugging Face folder (config.json, model.safetensors, tokenizer.json)
+    /// or a GGUF file.
     #[arg(long)]
     pub model: PathBuf,
     /// Pairwise (`prompt`, `chosen`, `rejected`) or listwise (`prompt`, `responses`, `ranks` or

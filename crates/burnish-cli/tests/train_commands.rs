@@ -1458,3 +1458,124 @@ fn precompute_ref_reads_csv_and_accounts_for_every_row() {
     assert_eq!(scored, 2, "{rows:?}");
     assert!(!dir.path().join("cached.parquet.partial").exists());
 }
+
+fn gguf_llama() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../burnish-model/tests/fixtures/gguf/llama/model.gguf")
+}
+
+#[test]
+fn gguf_files_work_wherever_a_model_folder_does_and_runs_export_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = gguf_llama();
+    let gguf_s = gguf.to_str().unwrap();
+
+    // Scoring and generation straight from the GGUF file, tokenizer from its metadata.
+    let from_gguf = logprobs(&gguf);
+    assert!(from_gguf.iter().all(|v| v.is_finite()), "{from_gguf:?}");
+    let o = burnish(&[
+        "generate",
+        "--model",
+        gguf_s,
+        "--prompt",
+        "The film",
+        "--max-new-tokens",
+        "4",
+        "--temperature",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // `export` both ways: GGUF -> Hugging Face folder scores the same; HF -> GGUF (f32) too.
+    let hf = dir.path().join("hf");
+    let o = burnish(&["export", "--model", gguf_s, "--out", hf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(logprobs(&hf), from_gguf);
+    let back = dir.path().join("back.gguf");
+    let o = burnish(&[
+        "export",
+        "--model",
+        hf.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(logprobs(&back), from_gguf);
+
+    // Training from the GGUF file, with the final model exported as GGUF too.
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 24);
+    let config = write_config(dir.path(), &data, 2, 0);
+    let toml = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("{:?}", gpt2().display().to_string()),
+            &format!("{gguf_s:?}"),
+        )
+        .replace("[train]\n", "[train]\nexport_gguf = \"f32\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = dir.path().join("run/final");
+    assert!(last.join("tokenizer.json").is_file() && last.join("tokenizer_config.json").is_file());
+    let trained = logprobs(&last);
+    assert_ne!(trained, from_gguf, "training changed the weights");
+    assert_eq!(logprobs(&last.join("model.gguf")), trained);
+
+    // precompute-ref and eval take the GGUF file as the reference / model.
+    let cached = dir.path().join("cached.parquet");
+    let o = burnish(&[
+        "precompute-ref",
+        "--model",
+        gguf_s,
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        cached.to_str().unwrap(),
+        "--max-length",
+        "40",
+        "--max-prompt-length",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = burnish(&[
+        "eval",
+        "--model",
+        last.join("model.gguf").to_str().unwrap(),
+        "--data",
+        cached.to_str().unwrap(),
+        "--max-length",
+        "40",
+        "--max-prompt-length",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A file that is not GGUF: one line naming it.
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, "not a model").unwrap();
+    let o = burnish(&[
+        "logprobs",
+        "--model",
+        fake.to_str().unwrap(),
+        "--prompt",
+        "a",
+        "--completion",
+        " b",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("fake.gguf") && err.contains("not a GGUF file"),
+        "{err}"
+    );
+}

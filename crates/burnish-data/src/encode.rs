@@ -186,13 +186,28 @@ impl Encoder {
             return Ok(Self::new(tokenizer, None, config));
         }
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| DataError::io(&cfg_path, e))?;
+        Self::from_tokenizer_config(tokenizer, &text, &cfg_path, config)
+    }
+
+    /// An encoder from a tokenizer already built and the text of its `tokenizer_config.json`
+    /// (chat template, BOS/EOS/PAD tokens); `origin` names that config in errors. This is how a
+    /// GGUF file's tokenizer, rebuilt from its metadata, is used.
+    pub fn from_tokenizer_config(
+        tokenizer: Tokenizer,
+        tokenizer_config: &str,
+        origin: &Path,
+        config: EncoderConfig,
+    ) -> Result<Self> {
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| DataError::Invalid {
-                path: cfg_path.clone(),
+            serde_json::from_str(tokenizer_config).map_err(|e| DataError::Invalid {
+                path: origin.to_path_buf(),
                 reason: format!("invalid JSON: {e}"),
             })?;
         let template = if json.get("chat_template").is_some() {
-            Some(ChatTemplate::from_tokenizer_config_str(&text, &cfg_path)?)
+            Some(ChatTemplate::from_tokenizer_config_str(
+                tokenizer_config,
+                origin,
+            )?)
         } else {
             None
         };

@@ -194,6 +194,16 @@ impl ModelConfig {
         Self::from_json(value, path)
     }
 
+    /// The config of a model folder (`config.json`) or of a GGUF file (its metadata).
+    pub fn from_model_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if crate::gguf::is_gguf(path) {
+            let file = crate::gguf::GgufFile::open(path)?;
+            return crate::gguf::config_from_gguf(&file);
+        }
+        Self::from_file(path.join("config.json"))
+    }
+
     /// Parses a config already read as JSON; `path` only names the source in errors.
     pub fn from_json(value: Value, path: &Path) -> Result<Self> {
         let Value::Object(map) = value else {

@@ -69,6 +69,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A GGUF file is malformed, truncated, or holds something burnish does not support.
+    #[error("{path}: {reason}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A burn record could not be written or read.
     #[error("{path}: {reason}")]
     Record {

@@ -98,7 +98,7 @@ impl Entry {
 }
 
 /// The full table for a config: the family's names plus the heads it carries.
-fn table(config: &ModelConfig, gpt2_prefix: &str) -> Vec<Entry> {
+pub(crate) fn table(config: &ModelConfig, gpt2_prefix: &str) -> Vec<Entry> {
     let mut table = match config.family {
         Family::Gpt2 => gpt2::tensor_names(config, gpt2_prefix),
         Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
@@ -119,6 +119,19 @@ fn table(config: &ModelConfig, gpt2_prefix: &str) -> Vec<Entry> {
         ));
     }
     table
+}
+
+/// Where a model's tensors come from, by transformers' names and layouts: a safetensors
+/// checkpoint, or a GGUF file seen through llama.cpp's names.
+pub(crate) trait TensorSource {
+    /// Reads one tensor as f32 and checks its shape against `expected`.
+    fn read(&self, name: &str, expected: &[usize]) -> Result<HostTensor>;
+}
+
+impl TensorSource for Checkpoint {
+    fn read(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        Checkpoint::read(self, name, expected)
+    }
 }
 
 enum ParamRef<'a, B: Backend> {
@@ -159,12 +172,14 @@ impl<B: Backend> CausalLm<B> {
             }
             Slot::AttnNorm(i, part) => norm_part(&mut self.blocks[i].attn_norm, part),
             Slot::Q(i, part) => linear_part(&mut self.blocks[i].attn.q, part),
-            Slot::QNorm(i) => {
-                norm_part(self.blocks[i].attn.q_norm.as_mut().expect(missing), Part::Weight)
-            }
-            Slot::KNorm(i) => {
-                norm_part(self.blocks[i].attn.k_norm.as_mut().expect(missing), Part::Weight)
-            }
+            Slot::QNorm(i) => norm_part(
+                self.blocks[i].attn.q_norm.as_mut().expect(missing),
+                Part::Weight,
+            ),
+            Slot::KNorm(i) => norm_part(
+                self.blocks[i].attn.k_norm.as_mut().expect(missing),
+                Part::Weight,
+            ),
             Slot::K(i, part) => linear_part(&mut self.blocks[i].attn.k, part),
             Slot::V(i, part) => linear_part(&mut self.blocks[i].attn.v, part),
             Slot::O(i, part) => linear_part(&mut self.blocks[i].attn.o, part),
@@ -184,7 +199,12 @@ impl<B: Backend> CausalLm<B> {
         }
     }
 
-    fn fill(&mut self, entry: &Entry, checkpoint: &Checkpoint, device: &B::Device) -> Result<()> {
+    fn fill(
+        &mut self,
+        entry: &Entry,
+        checkpoint: &dyn TensorSource,
+        device: &B::Device,
+    ) -> Result<()> {
         if let Slot::FusedQkv(i, part) = entry.slot {
             return self.fill_fused_qkv(i, part, entry, checkpoint, device);
         }
@@ -217,7 +237,7 @@ impl<B: Backend> CausalLm<B> {
         i: usize,
         part: Part,
         entry: &Entry,
-        checkpoint: &Checkpoint,
+        checkpoint: &dyn TensorSource,
         device: &B::Device,
     ) -> Result<()> {
         let attn = &mut self.blocks[i].attn;
@@ -258,7 +278,7 @@ impl<B: Backend> CausalLm<B> {
         Ok(())
     }
 
-    fn export_tensor(&mut self, entry: &Entry) -> HostTensor {
+    pub(crate) fn export_tensor(&mut self, entry: &Entry) -> HostTensor {
         if let Slot::FusedQkv(i, part) = entry.slot {
             let attn = &self.blocks[i].attn;
             return match part {
@@ -295,9 +315,13 @@ impl<B: Backend> CausalLm<B> {
 
     /// Loads a Hugging Face model folder: `config.json` and `model.safetensors` (or the shards
     /// named by `model.safetensors.index.json`). A `score.weight` or `v_head.summary.weight`
-    /// tensor in the checkpoint brings its head along.
+    /// tensor in the checkpoint brings its head along. A GGUF file loads too
+    /// ([`CausalLm::from_gguf`]), so every command that takes a model folder takes one.
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
         let dir = dir.as_ref();
+        if crate::gguf::is_gguf(dir) {
+            return Self::from_gguf(dir, device);
+        }
         let mut config = ModelConfig::from_file(dir.join("config.json"))?;
         let checkpoint = Checkpoint::open(dir)?;
         config.reward_head |= checkpoint.contains("score.weight");
@@ -311,6 +335,27 @@ impl<B: Backend> CausalLm<B> {
         let mut model = CausalLm::init(&config, device);
         for entry in table(&config, prefix) {
             model.fill(&entry, &checkpoint, device)?;
+        }
+        Ok(model)
+    }
+
+    /// Loads a GGUF file (llama.cpp / Ollama): the config from its metadata, every tensor
+    /// dequantized to f32 and mapped to transformers' layout.
+    pub fn from_gguf(path: impl AsRef<Path>, device: &B::Device) -> Result<Self> {
+        let file = crate::gguf::GgufFile::open(path)?;
+        Self::from_gguf_file(&file, device)
+    }
+
+    /// As [`CausalLm::from_gguf`], from a file already read.
+    pub fn from_gguf_file(file: &crate::gguf::GgufFile, device: &B::Device) -> Result<Self> {
+        let config = crate::gguf::config_from_gguf(file)?;
+        let source = crate::gguf::GgufSource {
+            file,
+            config: &config,
+        };
+        let mut model = CausalLm::init(&config, device);
+        for entry in table(&config, "transformer.") {
+            model.fill(&entry, &source, device)?;
         }
         Ok(model)
     }
@@ -337,8 +382,13 @@ impl<B: Backend> CausalLm<B> {
 }
 
 /// Copies `tokenizer.json` (required) and `tokenizer_config.json`, `special_tokens_map.json`,
-/// `generation_config.json` (where present) from one model folder to another.
+/// `generation_config.json` (where present) from one model folder to another. From a GGUF file,
+/// writes the tokenizer its metadata describes as `tokenizer.json` + `tokenizer_config.json`.
 pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
+    if crate::gguf::is_gguf(from) {
+        let file = crate::gguf::GgufFile::open(from)?;
+        return crate::gguf::GgufTokenizer::from_file(&file)?.save(to);
+    }
     for (name, required) in [
         ("tokenizer.json", true),
         ("tokenizer_config.json", false),

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 mod gpt2;
 pub mod hf;
 pub mod layers;

@@ -42,9 +42,18 @@ impl TextTokenizer {
         Ok(Self { inner, path })
     }
 
-    /// Loads `tokenizer.json` from a model folder.
+    /// Loads `tokenizer.json` from a model folder, or the tokenizer a GGUF file's metadata
+    /// describes.
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::from_file(dir.as_ref().join("tokenizer.json"))
+        let dir = dir.as_ref();
+        if crate::gguf::is_gguf(dir) {
+            let file = crate::gguf::GgufFile::open(dir)?;
+            return Ok(Self {
+                inner: crate::gguf::GgufTokenizer::from_file(&file)?.tokenizer,
+                path: dir.to_path_buf(),
+            });
+        }
+        Self::from_file(dir.join("tokenizer.json"))
     }
 
     /// Trains a byte-level BPE tokenizer (GPT-2's scheme) of `vocab_size` tokens on `texts`, with

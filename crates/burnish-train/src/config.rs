@@ -110,9 +110,11 @@ pub struct TrainingConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// Directory of the starting policy (Hugging Face `config.json` + safetensors, or a burnish save).
+    /// The starting policy: a Hugging Face folder (`config.json` + safetensors), a burnish save,
+    /// or a GGUF file (llama.cpp / Ollama; its tokenizer and chat template come with it).
     pub path: Option<PathBuf>,
-    /// Directory of the frozen reference model; `None` means a copy of the starting policy.
+    /// The frozen reference model (folder or GGUF file); `None` means a copy of the starting
+    /// policy.
     pub reference: Option<PathBuf>,
     /// `tokenizer.json` to use; `None` means the one in `path`.
     pub tokenizer: Option<PathBuf>,
@@ -262,6 +264,10 @@ pub struct LoopConfig {
     pub seed: u64,
     /// Directory for checkpoints, `metrics.jsonl` and plots.
     pub output_dir: PathBuf,
+    /// Also export the final model as `final/model.gguf` (llama.cpp / Ollama), with matrices in
+    /// this float type: `"f16"` or `"f32"`. `None` (the default) writes the Hugging Face folder
+    /// only.
+    pub export_gguf: Option<String>,
 }
 
 impl Default for LoopConfig {
@@ -278,6 +284,7 @@ impl Default for LoopConfig {
             keep_checkpoints: 3,
             seed: 42,
             output_dir: PathBuf::from("runs/burnish"),
+            export_gguf: None,
         }
     }
 }
@@ -383,6 +390,11 @@ impl TrainingConfig {
                 reason,
             })
         };
+        if let Some(dtype) = &self.train.export_gguf
+            && let Err(reason) = dtype.parse::<burnish_model::gguf::GgufDtype>()
+        {
+            return invalid("train.export_gguf", reason);
+        }
         let o = &self.optimizer;
         // Training computes in f32: a value that is fine as f64 but rounds to 0 or overflows
         // in f32 (eps = 1e-300 becomes 0 and gives NaN at step 2) is refused here.

@@ -465,15 +465,32 @@ pub fn encoder_for(
             "max_length must be at least 2 and max_prompt_length at least 1 (one prompt token to predict from, one completion token), got {max_length} and {max_prompt_length}"
         )));
     }
-    let model_config = ModelConfig::from_file(model_dir.join("config.json"))?;
-    let tokenizer = tokenizer.map_or_else(|| model_dir.join("tokenizer.json"), Path::to_path_buf);
+    let model_config = ModelConfig::from_model_path(model_dir)?;
     let max_length = max_length.min(model_config.max_positions.max(2));
     let config = EncoderConfig {
         max_prompt_length: Some(max_prompt_length.min(max_length - 1)),
         max_length: Some(max_length),
         ..EncoderConfig::default()
     };
-    let mut encoder = Encoder::from_files(&tokenizer, config)?;
+    let (mut encoder, tokenizer) = match tokenizer {
+        // A GGUF file carries its tokenizer and chat template in its metadata.
+        None if burnish_model::gguf::is_gguf(model_dir) => {
+            let file = burnish_model::gguf::GgufFile::open(model_dir)?;
+            let gguf = burnish_model::gguf::GgufTokenizer::from_file(&file)?;
+            let encoder = Encoder::from_tokenizer_config(
+                gguf.tokenizer,
+                &gguf.tokenizer_config.to_string(),
+                model_dir,
+                config,
+            )?;
+            (encoder, model_dir.to_path_buf())
+        }
+        _ => {
+            let tokenizer =
+                tokenizer.map_or_else(|| model_dir.join("tokenizer.json"), Path::to_path_buf);
+            (Encoder::from_files(&tokenizer, config)?, tokenizer)
+        }
+    };
     check_vocab(encoder.tokenizer(), &tokenizer, &model_config)?;
     if encoder.eos_token_id().is_none() {
         encoder = encoder.with_eos_token_id(model_config.eos_token_id);
@@ -522,7 +539,8 @@ pub struct RunSummary<B: AutodiffBackend> {
 pub fn model_dir(config: &TrainingConfig) -> Result<PathBuf, PipelineError> {
     config.model.path.clone().ok_or_else(|| {
         PipelineError::Invalid(
-            "config key `model.path` is required: a Hugging Face model folder".into(),
+            "config key `model.path` is required: a Hugging Face model folder or a GGUF file"
+                .into(),
         )
     })
 }
@@ -624,10 +642,27 @@ pub fn export_final<B: burn::tensor::backend::Backend>(
         std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
     model.save_pretrained(&partial)?;
-    copy_tokenizer_files(&model_dir(config)?, &partial)?;
+    let source = model_dir(config)?;
+    copy_tokenizer_files(&source, &partial)?;
     if let Some(tokenizer) = &config.model.tokenizer {
         let to = partial.join("tokenizer.json");
         std::fs::copy(tokenizer, &to).map_err(io_err(tokenizer))?;
+    }
+    if let Some(dtype) = &config.train.export_gguf {
+        let dtype = dtype.parse().map_err(PipelineError::Invalid)?;
+        // A GGUF source's tokenizer metadata goes back out unchanged; otherwise it is built
+        // from the tokenizer files just written beside the export.
+        let tokenizer_source =
+            if config.model.tokenizer.is_none() && burnish_model::gguf::is_gguf(&source) {
+                source.clone()
+            } else {
+                partial.clone()
+            };
+        let meta = burnish_model::gguf::tokenizer_metadata_for(
+            &tokenizer_source,
+            model.config.vocab_size,
+        )?;
+        model.save_gguf(partial.join("model.gguf"), dtype, meta)?;
     }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;

@@ -37,6 +37,7 @@ pub const RESUME_SAFE_KEYS: &[&str] = &[
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.output_dir",
+    "train.export_gguf",
 ];
 
 /// Why a run cannot use its output folder; each message is one line naming the folder.
@@ -313,7 +314,12 @@ pub fn data_fingerprint(config: &TrainingConfig) -> Result<Vec<FileFingerprint>,
         .iter()
         .chain(config.model.reference.iter())
     {
-        let model_config = model.join("config.json");
+        // A GGUF file is its own config; a folder's architecture is its config.json.
+        let model_config = if model.is_file() {
+            model.clone()
+        } else {
+            model.join("config.json")
+        };
         if model_config.exists() {
             files.push(model_config);
         }
