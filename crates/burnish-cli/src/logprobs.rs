@@ -21,6 +21,10 @@ pub struct LogprobsArgs {
     /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or GGUF file.
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA folder (adapter_config.json, adapter_model.safetensors) to score with on top
+    /// of --model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// The prompt (with --completion).
     #[arg(long, requires = "completion", conflicts_with = "input")]
     pub prompt: Option<String>,
@@ -86,7 +90,10 @@ impl Job for Scoring {
 
     fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self.args;
-        let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
+        let mut model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
+        if let Some(adapter) = &args.adapter {
+            model = model.load_peft_adapter(adapter, &device)?.0;
+        }
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;
         tokenizer.check_fits(&model.config)?;
         // A row the model cannot take (longer than its positions) is an error for that row,

@@ -1579,3 +1579,70 @@ fn gguf_files_work_wherever_a_model_folder_does_and_runs_export_gguf() {
         "{err}"
     );
 }
+
+#[test]
+fn lora_dpo_exports_a_peft_adapter_and_the_merged_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 24);
+    let config = write_config(dir.path(), &data, 3, 0);
+    append(
+        &config,
+        "[lora]\nr = 4\nalpha = 8\ntarget_modules = [\"c_attn\", \"c_fc\"]\n",
+    );
+    let o = burnish(&["train", "dpo", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("LoRA: training"), "{}", text(&o));
+    let last = dir.path().join("run/final");
+    let adapter = last.join("adapter");
+    assert!(adapter.join("adapter_config.json").is_file());
+    assert!(adapter.join("adapter_model.safetensors").is_file());
+
+    // The base with the adapter scores as the merged export does, and differs from the base.
+    let merged = logprobs(&last);
+    let o = burnish(&[
+        "logprobs",
+        "--model",
+        gpt2().to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--prompt",
+        "The film #3",
+        "--completion",
+        " was great.",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        (v["logp"].as_f64().unwrap() - merged[0]).abs() < 1e-4,
+        "{v} vs {merged:?}"
+    );
+    assert_ne!(logprobs(&gpt2()), merged, "training moved the adapters");
+
+    // Continuing from the adapter: `model.adapter` instead of `[lora]`.
+    let text_config = std::fs::read_to_string(&config).unwrap();
+    let cut = text_config.find("[lora]").unwrap();
+    let again = text_config[..cut]
+        .replace(
+            "[model]\n",
+            &format!("[model]\nadapter = {:?}\n", adapter.display().to_string()),
+        )
+        .replace(
+            &format!("{:?}", dir.path().join("run").display().to_string()),
+            &format!("{:?}", dir.path().join("run2").display().to_string()),
+        );
+    std::fs::write(&config, again).unwrap();
+    let o = burnish(&[
+        "train",
+        "dpo",
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        dir.path()
+            .join("run2/final/adapter/adapter_config.json")
+            .is_file()
+    );
+}

@@ -11,6 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
+use crate::lora::{self, AttentionLora, MlpLora};
 use crate::ops::{ModelBackend, NormKind, gelu_tanh, masked_softmax, norm};
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
@@ -53,6 +54,8 @@ pub struct Mlp<B: Backend> {
     /// The activation function.
     #[module(skip)]
     pub activation: Activation,
+    /// LoRA adapters on the projections, when training with them.
+    pub lora: Option<MlpLora<B>>,
 }
 
 impl<B: ModelBackend> Mlp<B> {
@@ -64,11 +67,28 @@ impl<B: ModelBackend> Mlp<B> {
             Activation::Relu => relu(t),
             Activation::Silu => silu(t),
         };
+        let lora = self.lora.as_ref();
+        let up = lora::add(
+            self.up.forward(x.clone()),
+            lora.and_then(|l| l.up.as_ref()),
+            &x,
+        );
         let hidden = match &self.gate {
-            Some(gate) => act(gate.forward(x.clone())) * self.up.forward(x),
-            None => act(self.up.forward(x)),
+            Some(gate) => {
+                let gate = lora::add(
+                    gate.forward(x.clone()),
+                    lora.and_then(|l| l.gate.as_ref()),
+                    &x,
+                );
+                act(gate) * up
+            }
+            None => act(up),
         };
-        self.down.forward(hidden)
+        lora::add(
+            self.down.forward(hidden.clone()),
+            lora.and_then(|l| l.down.as_ref()),
+            &hidden,
+        )
     }
 }
 
@@ -130,6 +150,8 @@ pub struct SelfAttention<B: Backend> {
     pub q_norm: Option<Norm<B>>,
     /// RMSNorm over each key head's `head_dim` before RoPE (Qwen3).
     pub k_norm: Option<Norm<B>>,
+    /// LoRA adapters on the projections, when training with them.
+    pub lora: Option<AttentionLora<B>>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads; each serves `num_heads / num_kv_heads` query heads.
@@ -156,9 +178,32 @@ impl<B: ModelBackend> SelfAttention<B> {
             t.reshape([batch, seq, heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let mut q = split(self.q.forward(x.clone()), self.num_heads);
-        let mut k = split(self.k.forward(x.clone()), self.num_kv_heads);
-        let mut v = split(self.v.forward(x), self.num_kv_heads);
+        let lora = self.lora.as_ref();
+        let mut q = lora::add(
+            self.q.forward(x.clone()),
+            lora.and_then(|l| l.q.as_ref()),
+            &x,
+        );
+        let mut k = lora::add(
+            self.k.forward(x.clone()),
+            lora.and_then(|l| l.k.as_ref()),
+            &x,
+        );
+        let mut v = lora::add(
+            self.v.forward(x.clone()),
+            lora.and_then(|l| l.v.as_ref()),
+            &x,
+        );
+        if let Some(qkv) = lora.and_then(|l| l.qkv.as_ref()) {
+            let (q_width, kv_width) = (q.dims()[2], k.dims()[2]);
+            let delta = qkv.forward(x);
+            q = q + delta.clone().narrow(2, 0, q_width);
+            k = k + delta.clone().narrow(2, q_width, kv_width);
+            v = v + delta.narrow(2, q_width + kv_width, kv_width);
+        }
+        let mut q = split(q, self.num_heads);
+        let mut k = split(k, self.num_kv_heads);
+        let mut v = split(v, self.num_kv_heads);
         if let Some(q_norm) = &self.q_norm {
             q = q_norm.forward(q);
         }
@@ -187,7 +232,11 @@ impl<B: ModelBackend> SelfAttention<B> {
                 .matmul(v)
                 .swap_dims(1, 2)
                 .reshape([batch, seq, self.num_heads * self.head_dim]);
-        self.o.forward(out)
+        lora::add(
+            self.o.forward(out.clone()),
+            lora.and_then(|l| l.o.as_ref()),
+            &out,
+        )
     }
 
     /// Repeats each key/value head for the query heads it serves, as transformers' `repeat_kv`.

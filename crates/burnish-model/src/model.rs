@@ -140,6 +140,7 @@ impl<B: Backend> CausalLm<B> {
                     o: linear(c.num_heads * c.head_dim, d, c.o_bias, residual_std, device),
                     q_norm: c.family.qk_norm().then(|| norm(c, c.head_dim, device)),
                     k_norm: c.family.qk_norm().then(|| norm(c, c.head_dim, device)),
+                    lora: None,
                     num_heads: c.num_heads,
                     num_kv_heads: c.num_kv_heads,
                     head_dim: c.head_dim,
@@ -151,6 +152,7 @@ impl<B: Backend> CausalLm<B> {
                     up: linear(d, c.intermediate_size, c.mlp_bias, INIT_STD, device),
                     down: linear(c.intermediate_size, d, c.mlp_bias, residual_std, device),
                     activation: c.activation,
+                    lora: None,
                 },
             })
             .collect();

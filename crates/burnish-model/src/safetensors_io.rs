@@ -102,6 +102,16 @@ impl Checkpoint {
                 ),
             });
         };
+        Self::open_files(dir, names)
+    }
+
+    /// Opens one safetensors file (e.g. a PEFT `adapter_model.safetensors`).
+    pub fn open_file(path: &Path) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Self::open_files(&dir, vec![path.to_path_buf()])
+    }
+
+    fn open_files(dir: &Path, names: Vec<PathBuf>) -> Result<Self> {
         let mut files = Vec::with_capacity(names.len());
         let mut index = HashMap::new();
         for path in names {

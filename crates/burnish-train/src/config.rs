@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use burnish_model::LoraConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +105,8 @@ pub struct TrainingConfig {
     pub loss: toml::Table,
     /// On-policy training (PPO, RLOO, GRPO), as an opaque table (schema owned by burnish-ppo).
     pub ppo: toml::Table,
+    /// Train LoRA adapters on a frozen base instead of every weight; `None` trains them all.
+    pub lora: Option<LoraConfig>,
 }
 
 /// The `[model]` section: where the policy (and the reference) come from.
@@ -118,6 +121,9 @@ pub struct ModelSection {
     pub reference: Option<PathBuf>,
     /// `tokenizer.json` to use; `None` means the one in `path`.
     pub tokenizer: Option<PathBuf>,
+    /// A PEFT LoRA folder (`adapter_config.json` + `adapter_model.safetensors`) to put on the
+    /// model of `path` and go on training; its config replaces `[lora]`.
+    pub adapter: Option<PathBuf>,
 }
 
 /// The `[data]` section: Parquet files and sequence lengths.
@@ -307,7 +313,8 @@ impl LoopConfig {
     }
 }
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
+    "lora",
     "model",
     "data",
     "optimizer",
@@ -372,6 +379,7 @@ impl TrainingConfig {
             train: section(doc, "train", origin)?,
             loss: section(doc, "loss", origin)?,
             ppo: section(doc, "ppo", origin)?,
+            lora: section(doc, "lora", origin)?,
         };
         config.validate()?;
         Ok(config)
@@ -390,6 +398,18 @@ impl TrainingConfig {
                 reason,
             })
         };
+        if let Some(lora) = &self.lora
+            && let Err(reason) = lora.validate()
+        {
+            return invalid("lora", reason);
+        }
+        if self.lora.is_some() && self.model.adapter.is_some() {
+            return invalid(
+                "lora",
+                "give either [lora] (fresh adapters) or model.adapter (a trained one), not both"
+                    .into(),
+            );
+        }
         if let Some(dtype) = &self.train.export_gguf
             && let Err(reason) = dtype.parse::<burnish_model::gguf::GgufDtype>()
         {

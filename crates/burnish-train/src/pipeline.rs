@@ -22,7 +22,7 @@ use burnish_data::{
 };
 use burnish_losses::{InputKind, LossError, PreferenceLoss, RewardLoss, UnpairedLoss};
 use burnish_model::{
-    CausalLm, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, check_vocab,
+    CausalLm, LoraConfig, ModelAutodiffBackend, ModelBackend, ModelConfig, ModelError, check_vocab,
     copy_tokenizer_files,
 };
 use serde::Serialize;
@@ -603,6 +603,7 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
     device: &B::Device,
 ) -> Result<RunSummary<B>, PipelineError> {
     let out = run_dir.path.clone();
+    let model = attach_lora(model, config, options, device)?;
     let initial_eval = if options.resume {
         None
     } else {
@@ -629,6 +630,41 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
     })
 }
 
+/// The adapters a run trains, if any: a PEFT folder's (`model.adapter`) or fresh ones
+/// (`[lora]`), on a frozen base. Seeded, so a resumed run builds the same structure before its
+/// checkpoint is loaded into it.
+fn attach_lora<B: AutodiffBackend>(
+    model: CausalLm<B>,
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<CausalLm<B>, PipelineError> {
+    let model = match (&config.model.adapter, &config.lora) {
+        (Some(dir), _) => model.load_peft_adapter(dir, device)?.0,
+        (None, Some(lora)) => {
+            B::seed(device, config.train.seed);
+            model.with_lora(lora, device)?
+        }
+        (None, None) => return Ok(model),
+    };
+    if !options.quiet {
+        let (trainable, total) = model.parameter_counts();
+        eprintln!(
+            "LoRA: training {trainable} of {total} parameters ({:.2}%), the base frozen",
+            100.0 * trainable as f64 / total.max(1) as f64
+        );
+    }
+    Ok(model)
+}
+
+/// The LoRA config of a run's adapters: `[lora]`, or the one `model.adapter` was trained with.
+fn run_lora_config(config: &TrainingConfig) -> Result<Option<LoraConfig>, PipelineError> {
+    Ok(match (&config.model.adapter, &config.lora) {
+        (Some(dir), _) => Some(LoraConfig::from_peft_dir(dir)?),
+        (None, lora) => lora.clone(),
+    })
+}
+
 /// Exports `model` with its tokenizer files as `out/final`, complete or not at all: written to
 /// `out/final.partial` first and renamed into place, so a kill during the export leaves the
 /// previous `final` (or none), never a half-written one.
@@ -641,8 +677,23 @@ pub fn export_final<B: burn::tensor::backend::Backend>(
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io_err(&partial))?;
     }
-    model.save_pretrained(&partial)?;
     let source = model_dir(config)?;
+    // A LoRA run writes its adapters as a PEFT folder (`final/adapter`) and the merged model as
+    // the Hugging Face (and GGUF) export, so either can be used.
+    let merged;
+    let model = match run_lora_config(config)? {
+        Some(lora) if model.has_lora() => {
+            model.save_peft_adapter(
+                &partial.join("adapter"),
+                &lora,
+                &source.display().to_string(),
+            )?;
+            merged = model.clone().merge_lora();
+            &merged
+        }
+        _ => model,
+    };
+    model.save_pretrained(&partial)?;
     copy_tokenizer_files(&source, &partial)?;
     if let Some(tokenizer) = &config.model.tokenizer {
         let to = partial.join("tokenizer.json");
