@@ -223,7 +223,20 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Resul
             path: path.to_path_buf(),
             reason: e.to_string(),
         }
-    })
+    })?;
+    // The crate writes a private temporary file and renames it, leaving mode 0600: a model
+    // folder is for sharing (a serving user, a container), so it gets the usual 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(
+            |cause| ModelError::Io {
+                path: path.to_path_buf(),
+                cause,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn read_to_string(path: &Path) -> Result<String> {

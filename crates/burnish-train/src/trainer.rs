@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
@@ -164,6 +165,10 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
     if n == 0 {
         return Ok(None);
     }
+    // burn's autodiff frees a graph only when `backward` runs, so the graphs of forward-only
+    // passes (and the activations they hold) would pile up batch after batch. A model whose
+    // parameters need no gradient records none.
+    let model = &model.clone().no_grad();
     let (mut loss_sum, mut sums) = (0.0, MetricSums::default());
     for start in (0..n).step_by(batch_size.max(1)) {
         let indices: Vec<usize> = (start..(start + batch_size).min(n)).collect();

@@ -341,6 +341,23 @@ impl<B: Backend> CausalLm<B> {
                 GgufDtype::F16 => 1,
             }),
         ));
+        // A tokenizer_config.json without special tokens leaves the ids to the model's
+        // config.json; llama.cpp needs at least the EOS id to stop generating.
+        for (key, id) in [
+            (
+                "tokenizer.ggml.bos_token_id",
+                config_token(&self.config.raw, "bos_token_id"),
+            ),
+            ("tokenizer.ggml.eos_token_id", self.config.eos_token_id),
+            ("tokenizer.ggml.padding_token_id", self.config.pad_token_id),
+        ] {
+            if let Some(id) = id
+                && !tokenizer.iter().any(|(k, _)| k == key)
+                && (id as usize) < self.config.vocab_size
+            {
+                meta.push((key.into(), MetaValue::U32(id)));
+            }
+        }
         meta.extend(tokenizer);
 
         let mut out = Vec::new();
@@ -382,6 +399,15 @@ impl<B: Backend> CausalLm<B> {
             cause,
         })
     }
+}
+
+/// A token id from a config.json key (an integer, or the first of a list).
+fn config_token(raw: &serde_json::Map<String, Value>, key: &str) -> Option<u32> {
+    let value = match raw.get(key)? {
+        Value::Array(items) => items.first()?.clone(),
+        other => other.clone(),
+    };
+    value.as_u64().and_then(|v| u32::try_from(v).ok())
 }
 
 fn pad(out: &mut Vec<u8>) {
