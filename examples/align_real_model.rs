@@ -46,7 +46,7 @@ use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{run_dpo, run_encoder};
 use burnish::train::trainer::RunOptions;
-use common::{SAMPLE, section};
+use common::{SAMPLE, mean_tokens_per_sec, section};
 
 const OUT: &str = "runs/examples/align_real_model";
 const ENV: &str = "BURNISH_SMOLLM2_GGUF";
@@ -196,7 +196,7 @@ impl TrainJob for Example {
             "{SAMPLE}: {} records read, {} pairs written, {} rejected",
             report.read, report.written, report.rejected
         );
-        let (max_length, max_prompt_length) = if args.quick { (128, 64) } else { (320, 192) };
+        let (max_length, max_prompt_length) = if args.quick { (128, 64) } else { (256, 128) };
         let (lr, adapters) = if args.full {
             (5e-6, String::new())
         } else {
@@ -303,22 +303,11 @@ impl TrainJob for Example {
         )?;
         let seconds = training.elapsed().as_secs_f64();
         let d = &summary.data;
-        let lines = std::fs::read_to_string(&summary.outcome.metrics_path)?;
-        let rates: Vec<f64> = lines
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("tokens_per_sec").and_then(|t| t.as_f64()))
-            .collect();
+        let tokens_per_sec = mean_tokens_per_sec(&summary.outcome.metrics_path)?;
         println!(
             "data: {} read = {} used ({} train + {} held out) + {} rejected; {} steps in {seconds:.0}s \
              (reference pass included), {:.0} tokens/s while training",
-            d.read,
-            d.used,
-            d.train,
-            d.eval,
-            d.rejected,
-            summary.outcome.steps,
-            rates.iter().sum::<f64>() / rates.len().max(1) as f64
+            d.read, d.used, d.train, d.eval, d.rejected, summary.outcome.steps, tokens_per_sec
         );
 
         section("5. Held-out preference metrics, and the same answers after");

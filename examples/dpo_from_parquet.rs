@@ -28,7 +28,7 @@ use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file, run_dpo};
 use burnish::train::trainer::RunOptions;
-use common::{make_pairs, section};
+use common::{make_pairs, mean_tokens_per_sec, section};
 
 const MODEL: &str = "crates/burnish-model/tests/fixtures/hf/gpt2";
 const OUT: &str = "runs/examples/dpo_from_parquet";
@@ -175,16 +175,10 @@ impl TrainJob for Example {
             "data: {} read = {} used ({} train + {} held out) + {} rejected",
             d.read, d.used, d.train, d.eval, d.rejected
         );
-        let lines = std::fs::read_to_string(&summary.outcome.metrics_path)?;
-        let rates: Vec<f64> = lines
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("tokens_per_sec").and_then(|t| t.as_f64()))
-            .collect();
+        let tokens_per_sec = mean_tokens_per_sec(&summary.outcome.metrics_path)?;
         println!(
             "{} steps in {seconds:.1}s, {:.0} tokens/s on average",
-            summary.outcome.steps,
-            rates.iter().sum::<f64>() / rates.len().max(1) as f64
+            summary.outcome.steps, tokens_per_sec
         );
 
         section("4. What changed on the held-out pairs");

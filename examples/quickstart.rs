@@ -28,7 +28,7 @@ use burnish::sentiment_task::{SentimentTask, print_comparison, print_done};
 use burnish::train::objectives::PreferenceObjective;
 use burnish::train::plot::plot_quickstart_summary;
 use burnish::train::trainer::{evaluate, plot_run};
-use common::section;
+use common::{mean_tokens_per_sec, section};
 
 /// Review prefixes turned into preference pairs.
 const PAIR_PREFIXES: usize = 640;
@@ -110,10 +110,7 @@ impl TrainJob for Quickstart {
             .last_eval
             .clone()
             .expect("evaluated at the last step");
-        let records = burnish::train::metrics_log::read_metrics(&dpo_run.metrics_path)?;
-        let speeds = burnish::train::metrics_log::series(&records, "train", "tokens_per_sec");
-        let tokens_per_sec =
-            speeds.iter().skip(1).map(|p| p.1).sum::<f64>() / (speeds.len().max(2) - 1) as f64;
+        let tokens_per_sec = mean_tokens_per_sec(&dpo_run.metrics_path)?;
         println!(
             "DPO: {} steps in {:.0}s ({tokens_per_sec:.0} tokens/s); held-out DPO loss {:.3} -> {:.3}, reward accuracy {:.2} -> {:.2}",
             dpo_run.steps,

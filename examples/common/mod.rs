@@ -11,6 +11,17 @@ use burnish::data::{Content, PairSchema, PairWriter, PreferencePair, ReaderBuild
 /// The real 300-pair LLaMA-Factory sample shipped with the data crate's tests.
 pub const SAMPLE: &str = "crates/burnish-data/tests/fixtures/llamafactory_dpo_en_demo.json";
 
+/// Mean training tokens/s of a run's `metrics.jsonl`, the first step left out when there are
+/// more (it pays for warm-up: allocations, the first kernels).
+#[allow(dead_code)] // not every example trains through the pipeline
+pub fn mean_tokens_per_sec(metrics: &Path) -> anyhow::Result<f64> {
+    let records = burnish::train::metrics_log::read_metrics(metrics)?;
+    let speeds = burnish::train::metrics_log::series(&records, "train", "tokens_per_sec");
+    let skip = usize::from(speeds.len() > 1);
+    let kept = &speeds[skip..];
+    Ok(kept.iter().map(|p| p.1).sum::<f64>() / kept.len().max(1) as f64)
+}
+
 /// Prints a notebook-style section heading.
 pub fn section(title: &str) {
     println!("\n## {title}");

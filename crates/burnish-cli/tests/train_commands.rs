@@ -674,6 +674,24 @@ fn train_ppo_against_a_reward_model() {
     assert!(run.join("reward.svg").exists() && run.join("kl.svg").exists());
     assert!(run.join("checkpoint-3/ppo_state.json").exists());
 
+    // PPO with LoRA adapters: the reference is the base with them off, the value head trains
+    // with them, and the adapter is exported beside the merged model.
+    let lora = dir.path().join("ppo_lora.toml");
+    let lora_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("/run\"", "/run-lora\"")
+        + "[lora]\nr = 4\ntarget_modules = \"all-linear\"\n";
+    std::fs::write(&lora, lora_text).unwrap();
+    let o = burnish(&["train", "ppo", "--config", lora.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("LoRA: training"), "{}", text(&o));
+    let adapter = dir.path().join("run-lora/final/adapter");
+    assert!(
+        adapter.join("adapter_config.json").is_file(),
+        "{}",
+        text(&o)
+    );
+
     // Bad inputs: one line each, naming the key or the file.
     let imdb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/imdb/test.parquet");
     let cases: [(&[&str], &str); 5] = [

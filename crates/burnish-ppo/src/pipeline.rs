@@ -15,8 +15,8 @@ use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend};
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::SftObjective;
 use burnish_train::pipeline::{
-    DataInput, DataReport, PipelineError, collator_for, export_final, load_prompt_completions,
-    load_prompts, model_dir, prepare_output, run_encoder,
+    DataInput, DataReport, PipelineError, attach_lora, collator_for, export_final,
+    load_prompt_completions, load_prompts, model_dir, prepare_output, run_encoder,
 };
 use burnish_train::plot::{CurveSpec, plot_curves};
 use burnish_train::trainer::RunOptions;
@@ -155,8 +155,14 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     // Seeded so that a resumed run builds the same fresh heads before loading the checkpoint.
     B::seed(device, config.train.seed);
     let mut policy = CausalLm::<B>::from_pretrained(&model_path, device)?;
-    let reference_path = config.model.reference.as_ref().unwrap_or(&model_path);
-    let reference = CausalLm::<B::InnerBackend>::from_pretrained(reference_path, device)?;
+    let with_lora = config.lora.is_some() || config.model.adapter.is_some();
+    let reference = match &config.model.reference {
+        Some(path) => CausalLm::<B::InnerBackend>::from_pretrained(path, device)?,
+        // With adapters the reference is the base with them off: the policy before they are
+        // attached, sharing its weights, so one model is in memory (as TRL does with PEFT).
+        None if with_lora => policy.valid(),
+        None => CausalLm::<B::InnerBackend>::from_pretrained(&model_path, device)?,
+    };
     let mut reward: Box<dyn RewardFunction> = match ppo.reward {
         RewardSource::Vader => Box::new(TextReward::vader()),
         RewardSource::Model => {
@@ -210,6 +216,7 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     if ppo.advantage == AdvantageEstimator::Gae && policy.value_head.is_none() {
         policy = policy.with_value_head(device);
     }
+    let policy = attach_lora(policy, config, options, device)?;
     let ptx = if ppo.ptx_coef > 0.0 {
         let path = ppo.ptx_data.as_ref().ok_or_else(|| PpoError::Config {
             key: "ptx_data".into(),

@@ -633,7 +633,7 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
 /// The adapters a run trains, if any: a PEFT folder's (`model.adapter`) or fresh ones
 /// (`[lora]`), on a frozen base. Seeded, so a resumed run builds the same structure before its
 /// checkpoint is loaded into it.
-fn attach_lora<B: AutodiffBackend>(
+pub fn attach_lora<B: AutodiffBackend>(
     model: CausalLm<B>,
     config: &TrainingConfig,
     options: &RunOptions,
