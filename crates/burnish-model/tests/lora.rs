@@ -70,10 +70,10 @@ fn a_fresh_adapter_changes_nothing_and_merging_keeps_the_adapted_logits() {
         let before = logits(&base, &e);
         let adapted = base.with_lora(&config(modules), &device()).unwrap();
         assert!(adapted.has_lora());
-        assert_eq!(
-            logits(&adapted, &e),
-            before,
-            "{name} {modules:?}: B = 0 is the base model"
+        let fresh = max_abs_diff(&logits(&adapted, &e), &before);
+        assert!(
+            fresh <= SAME_WEIGHTS_LOGIT_TOLERANCE,
+            "{name} {modules:?}: B = 0 must be the base model, moved {fresh}"
         );
 
         let trained = perturb(adapted);
@@ -112,10 +112,10 @@ fn a_peft_folder_loads_back_to_the_same_logits() {
         let (loaded, loaded_config) = base.load_peft_adapter(&dir, &device()).unwrap();
         assert_eq!(loaded_config.r, 4);
         let e = expected(name);
-        assert_eq!(
-            logits(&loaded, &e),
-            logits(&trained, &e),
-            "{name} {modules:?}"
+        let diff = max_abs_diff(&logits(&loaded, &e), &logits(&trained, &e));
+        assert!(
+            diff <= SAME_WEIGHTS_LOGIT_TOLERANCE,
+            "{name} {modules:?}: {diff}"
         );
     }
 }
