@@ -15,8 +15,8 @@ use burnish_model::{CausalLm, ModelAutodiffBackend, ModelBackend};
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::SftObjective;
 use burnish_train::pipeline::{
-    DataInput, DataReport, PipelineError, attach_lora, collator_for, export_final,
-    load_prompt_completions, load_prompts, model_dir, prepare_output, run_encoder,
+    DataInput, DataReport, PipelineError, attach_lora, check_gguf_export, collator_for,
+    export_final, load_prompt_completions, load_prompts, model_dir, prepare_output, run_encoder,
 };
 use burnish_train::plot::{CurveSpec, plot_curves};
 use burnish_train::trainer::RunOptions;
@@ -216,6 +216,7 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     if ppo.advantage == AdvantageEstimator::Gae && policy.value_head.is_none() {
         policy = policy.with_value_head(device);
     }
+    check_gguf_export(&policy, config)?;
     let policy = attach_lora(policy, config, options, device)?;
     let ptx = if ppo.ptx_coef > 0.0 {
         let path = ppo.ptx_data.as_ref().ok_or_else(|| PpoError::Config {

@@ -603,6 +603,7 @@ fn finish_run<B: AutodiffBackend, O: Objective<B>>(
     device: &B::Device,
 ) -> Result<RunSummary<B>, PipelineError> {
     let out = run_dir.path.clone();
+    check_gguf_export(&model, config)?;
     let model = attach_lora(model, config, options, device)?;
     let initial_eval = if options.resume {
         None
@@ -655,6 +656,37 @@ pub fn attach_lora<B: AutodiffBackend>(
         );
     }
     Ok(model)
+}
+
+/// Refuses, before the first step, a `train.export_gguf` the end of the run could not honour: a
+/// reward model, or a tokenizer GGUF cannot carry.
+pub fn check_gguf_export<B: burn::tensor::backend::Backend>(
+    model: &CausalLm<B>,
+    config: &TrainingConfig,
+) -> Result<(), PipelineError> {
+    if config.train.export_gguf.is_none() {
+        return Ok(());
+    }
+    if model.reward_head.is_some() {
+        return Err(PipelineError::Invalid(
+            "train.export_gguf: a reward model cannot be written as GGUF (llama.cpp runs language models); remove the key".into(),
+        ));
+    }
+    let source = model_dir(config)?;
+    if config.model.tokenizer.is_none() && burnish_model::gguf::is_gguf(&source) {
+        return Ok(());
+    }
+    let tokenizer = config
+        .model
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| source.join("tokenizer.json"));
+    burnish_model::gguf::tokenizer_metadata_from_files(
+        &tokenizer,
+        &source.join("tokenizer_config.json"),
+        model.config.vocab_size,
+    )?;
+    Ok(())
 }
 
 /// The LoRA config of a run's adapters: `[lora]`, or the one `model.adapter` was trained with.

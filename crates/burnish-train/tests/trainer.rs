@@ -633,3 +633,20 @@ fn lora_dpo_improves_the_held_out_preference_and_resumes_exactly() {
     let diff = max_diff(&weights(&full.model), &weights(&resumed.model));
     assert!(diff <= 1e-6, "resumed LoRA run differs by {diff}");
 }
+
+#[test]
+fn gguf_export_of_a_reward_model_is_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path(), 1);
+    cfg.train.export_gguf = Some("f16".into());
+    let reward_model = policy().with_reward_head(&device());
+    let err = burnish_train::pipeline::check_gguf_export(&reward_model, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("reward model cannot be written as GGUF"),
+        "{err}"
+    );
+    cfg.train.export_gguf = None;
+    assert!(burnish_train::pipeline::check_gguf_export(&reward_model, &cfg).is_ok());
+}

@@ -27,7 +27,8 @@ pub(crate) use names::{GgufSource, config_from_gguf};
 pub use quant::GgmlType;
 pub use tokenizer::GgufTokenizer;
 pub use write::{
-    GgufDtype, tokenizer_metadata_for, tokenizer_metadata_from_gguf, tokenizer_metadata_from_hf,
+    GgufDtype, tokenizer_metadata_for, tokenizer_metadata_from_files, tokenizer_metadata_from_gguf,
+    tokenizer_metadata_from_hf,
 };
 
 /// The 4 bytes every GGUF file starts with.

@@ -100,7 +100,21 @@ pub fn tokenizer_metadata_from_hf(
     dir: &Path,
     vocab_size: usize,
 ) -> Result<Vec<(String, MetaValue)>> {
-    let path = dir.join("tokenizer.json");
+    tokenizer_metadata_from_files(
+        &dir.join("tokenizer.json"),
+        &dir.join("tokenizer_config.json"),
+        vocab_size,
+    )
+}
+
+/// As [`tokenizer_metadata_from_hf`], from a `tokenizer.json` and a `tokenizer_config.json`
+/// (used when present) wherever they are.
+pub fn tokenizer_metadata_from_files(
+    tokenizer_json: &Path,
+    tokenizer_config: &Path,
+    vocab_size: usize,
+) -> Result<Vec<(String, MetaValue)>> {
+    let path = tokenizer_json.to_path_buf();
     let read_json = |path: &Path| -> Result<Value> {
         let text = std::fs::read_to_string(path).map_err(|cause| ModelError::Io {
             path: path.to_path_buf(),
@@ -198,7 +212,7 @@ pub fn tokenizer_metadata_from_hf(
         MetaValue::Array(5, types.into_iter().map(MetaValue::I32).collect()),
     ));
     meta.push(("tokenizer.ggml.merges".into(), string_array(merges)));
-    let config_path = dir.join("tokenizer_config.json");
+    let config_path = tokenizer_config.to_path_buf();
     if config_path.is_file() {
         let config = read_json(&config_path)?;
         let special = |key: &str| -> Option<String> {
@@ -301,9 +315,11 @@ impl<B: Backend> CausalLm<B> {
             path: path.to_path_buf(),
             reason,
         };
-        if self.reward_head.is_some() || self.value_head.is_some() {
+        // A value head only serves PPO's training, so the language model goes out without it;
+        // a reward model is not a language model llama.cpp could run.
+        if self.reward_head.is_some() {
             return Err(fail(
-                "GGUF holds language models; this one carries a reward or value head (export it as a Hugging Face folder)".into(),
+                "GGUF holds language models; this is a reward model (export it as a Hugging Face folder)".into(),
             ));
         }
         if !matches!(
