@@ -36,8 +36,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burnish::backend::{DeviceKind, TrainJob, dispatch_train};
-use burnish::data::convert::{ConvertOptions, convert};
-use burnish::data::formats::InputFormat;
 use burnish::data::split::Split;
 use burnish::data::{Content, PreferencePair, PromptRow, ReaderBuilder};
 use burnish::model::gguf::GgufFile;
@@ -45,8 +43,7 @@ use burnish::model::{CausalLm, ModelAutodiffBackend, ModelBackend, SamplingConfi
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{run_dpo, run_encoder};
-use burnish::train::trainer::RunOptions;
-use common::{SAMPLE, mean_tokens_per_sec, section};
+use common::{convert_sample, mean_tokens_per_sec, rerun_options, section};
 
 const OUT: &str = "runs/examples/align_real_model";
 const ENV: &str = "BURNISH_SMOLLM2_GGUF";
@@ -186,16 +183,7 @@ impl TrainJob for Example {
         );
 
         section("2. Preference pairs through the model's chat template");
-        let pairs_path = out.join("pairs.parquet");
-        let report = convert(
-            &[PathBuf::from(SAMPLE)],
-            &pairs_path,
-            &ConvertOptions::new(InputFormat::ShareGpt, &pairs_path),
-        )?;
-        println!(
-            "{SAMPLE}: {} records read, {} pairs written, {} rejected",
-            report.read, report.written, report.rejected
-        );
+        let pairs_path = convert_sample(&out)?;
         let (max_length, max_prompt_length) = if args.quick { (128, 64) } else { (256, 128) };
         let (lr, adapters) = if args.full {
             (5e-6, String::new())
@@ -293,14 +281,7 @@ impl TrainJob for Example {
              once before the first step"
         );
         let training = Instant::now();
-        let summary = run_dpo::<B>(
-            &config,
-            &RunOptions {
-                overwrite: true,
-                ..RunOptions::default()
-            },
-            &device,
-        )?;
+        let summary = run_dpo::<B>(&config, &rerun_options(), &device)?;
         let seconds = training.elapsed().as_secs_f64();
         let d = &summary.data;
         let tokens_per_sec = mean_tokens_per_sec(&summary.outcome.metrics_path)?;

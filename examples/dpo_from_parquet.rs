@@ -27,8 +27,7 @@ use burnish::model::{CausalLm, TextTokenizer};
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{PrecomputeOptions, precompute_reference_file, run_dpo};
-use burnish::train::trainer::RunOptions;
-use common::{make_pairs, mean_tokens_per_sec, section};
+use common::{make_pairs, mean_tokens_per_sec, rerun_options, section};
 
 const MODEL: &str = "crates/burnish-model/tests/fixtures/hf/gpt2";
 const OUT: &str = "runs/examples/dpo_from_parquet";
@@ -160,15 +159,7 @@ impl TrainJob for Example {
              its reference log-probs, so no reference model is loaded"
         );
         let started = std::time::Instant::now();
-        let summary = run_dpo::<B>(
-            &config,
-            &RunOptions {
-                // The example re-runs into its own folder.
-                overwrite: true,
-                ..RunOptions::default()
-            },
-            &device,
-        )?;
+        let summary = run_dpo::<B>(&config, &rerun_options(), &device)?;
         let seconds = started.elapsed().as_secs_f64();
         let d = &summary.data;
         println!(

@@ -27,8 +27,7 @@ use burnish::model::ModelAutodiffBackend;
 use burnish::train::config::TrainingConfig;
 use burnish::train::metrics_log::EvalRecord;
 use burnish::train::pipeline::{EvalLoss, PrecomputeOptions, evaluate_file, run_reward};
-use burnish::train::trainer::RunOptions;
-use common::{make_pairs, section};
+use common::{make_pairs, rerun_options, section};
 
 const MODEL: &str = "crates/burnish-model/tests/fixtures/hf/gpt2";
 const OUT: &str = "runs/examples/reward_model";
@@ -102,15 +101,7 @@ impl TrainJob for Example {
             "a fresh scalar head on {MODEL}, all weights trained: lr 1e-3 (cosine), 4 epochs of batches of 8"
         );
         let started = std::time::Instant::now();
-        let summary = run_reward::<B>(
-            &config,
-            &RunOptions {
-                // The example re-runs into its own folder.
-                overwrite: true,
-                ..RunOptions::default()
-            },
-            &device,
-        )?;
+        let summary = run_reward::<B>(&config, &rerun_options(), &device)?;
         let d = &summary.data;
         println!(
             "data: {} read = {} used ({} train + {} held out) + {} rejected",

@@ -22,6 +22,15 @@ pub fn mean_tokens_per_sec(metrics: &Path) -> anyhow::Result<f64> {
     Ok(kept.iter().map(|p| p.1).sum::<f64>() / kept.len().max(1) as f64)
 }
 
+/// Run options of an example: it re-runs into its own folder, so the folder may hold a run.
+#[allow(dead_code)] // not every example trains through the pipeline
+pub fn rerun_options() -> burnish::train::trainer::RunOptions {
+    burnish::train::trainer::RunOptions {
+        overwrite: true,
+        ..Default::default()
+    }
+}
+
 /// Prints a notebook-style section heading.
 pub fn section(title: &str) {
     println!("\n## {title}");
@@ -43,9 +52,9 @@ fn flatten_completion(c: &Content) -> String {
     }
 }
 
-/// Converts the LLaMA-Factory sample to `out/pairs.parquet` (plain-text prompt/chosen/rejected).
-#[allow(dead_code)] // the sentiment examples make their own pairs
-pub fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
+/// Converts the LLaMA-Factory sample as it is (conversations kept as messages) to
+/// `out/llamafactory.parquet`.
+pub fn convert_sample(out: &Path) -> anyhow::Result<PathBuf> {
     let raw = out.join("llamafactory.parquet");
     let report = convert(
         &[PathBuf::from(SAMPLE)],
@@ -56,6 +65,13 @@ pub fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
         "converted {SAMPLE}: {} records read, {} pairs written, {} rejected",
         report.read, report.written, report.rejected
     );
+    Ok(raw)
+}
+
+/// Converts the LLaMA-Factory sample to `out/pairs.parquet` (plain-text prompt/chosen/rejected).
+#[allow(dead_code)] // the sentiment examples make their own pairs
+pub fn make_pairs(out: &Path) -> anyhow::Result<PathBuf> {
+    let raw = convert_sample(out)?;
     // The tiny checkpoint has no chat template, so the conversations become plain text.
     let pairs: Vec<PreferencePair> = ReaderBuilder::new()
         .path(&raw)

@@ -198,10 +198,14 @@ impl ModelConfig {
     pub fn from_model_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         if crate::gguf::is_gguf(path) {
-            let file = crate::gguf::GgufFile::open(path)?;
-            return crate::gguf::config_from_gguf(&file);
+            return Self::from_gguf(&crate::gguf::GgufFile::open(path)?);
         }
         Self::from_file(path.join("config.json"))
+    }
+
+    /// The config a GGUF file's metadata describes, as transformers' `config.json` for it.
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Result<Self> {
+        crate::gguf::config_from_gguf(file)
     }
 
     /// Parses a config already read as JSON; `path` only names the source in errors.

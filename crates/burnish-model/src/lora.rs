@@ -78,55 +78,48 @@ enum Site {
     Down,
 }
 
-impl Site {
-    /// transformers' module path inside layer `i`, for a family.
-    fn module_path(self, family: Family, i: usize) -> String {
-        let (prefix, name) = if family == Family::Gpt2 {
-            let name = match self {
-                Site::Qkv => "attn.c_attn",
-                Site::O => "attn.c_proj",
-                Site::Up => "mlp.c_fc",
-                Site::Down => "mlp.c_proj",
-                _ => unreachable!("GPT-2 has no separate {self:?}"),
-            };
-            ("transformer.h", name)
-        } else {
-            let name = match self {
-                Site::Q => "self_attn.q_proj",
-                Site::K => "self_attn.k_proj",
-                Site::V => "self_attn.v_proj",
-                Site::O => "self_attn.o_proj",
-                Site::Gate => "mlp.gate_proj",
-                Site::Up => "mlp.up_proj",
-                Site::Down => "mlp.down_proj",
-                Site::Qkv => unreachable!("only GPT-2 fuses q/k/v"),
-            };
-            ("model.layers", name)
-        };
-        format!("{prefix}.{i}.{name}")
+/// GPT-2's adaptable projections: (transformers' short name, site, path inside `transformer.h.N`).
+/// transformers names both the attention output and the MLP down projection `c_proj`.
+const GPT2_SITES: [(&str, Site, &str); 4] = [
+    ("c_attn", Site::Qkv, "attn.c_attn"),
+    ("c_proj", Site::O, "attn.c_proj"),
+    ("c_proj", Site::Down, "mlp.c_proj"),
+    ("c_fc", Site::Up, "mlp.c_fc"),
+];
+
+/// The Llama layout's adaptable projections, as [`GPT2_SITES`] inside `model.layers.N`.
+const LLAMA_SITES: [(&str, Site, &str); 7] = [
+    ("q_proj", Site::Q, "self_attn.q_proj"),
+    ("k_proj", Site::K, "self_attn.k_proj"),
+    ("v_proj", Site::V, "self_attn.v_proj"),
+    ("o_proj", Site::O, "self_attn.o_proj"),
+    ("gate_proj", Site::Gate, "mlp.gate_proj"),
+    ("up_proj", Site::Up, "mlp.up_proj"),
+    ("down_proj", Site::Down, "mlp.down_proj"),
+];
+
+/// A family's adaptable projections and the prefix of its layers' module paths.
+type SiteTable = &'static [(&'static str, Site, &'static str)];
+
+fn family_sites(family: Family) -> (SiteTable, &'static str) {
+    if family == Family::Gpt2 {
+        (&GPT2_SITES, "transformer.h")
+    } else {
+        (&LLAMA_SITES, "model.layers")
     }
 }
 
-/// The adaptable projections of a family, by transformers' short module name.
-fn family_sites(family: Family) -> Vec<(&'static str, Vec<Site>)> {
-    if family == Family::Gpt2 {
-        vec![
-            ("c_attn", vec![Site::Qkv]),
-            // transformers names both the attention output and the MLP down projection `c_proj`.
-            ("c_proj", vec![Site::O, Site::Down]),
-            ("c_fc", vec![Site::Up]),
-        ]
-    } else {
-        vec![
-            ("q_proj", vec![Site::Q]),
-            ("k_proj", vec![Site::K]),
-            ("v_proj", vec![Site::V]),
-            ("o_proj", vec![Site::O]),
-            ("gate_proj", vec![Site::Gate]),
-            ("up_proj", vec![Site::Up]),
-            ("down_proj", vec![Site::Down]),
-        ]
-    }
+/// transformers' module path of a site in layer `i`, or an error for a site the family lacks
+/// (an adapter only ever sits on one of its family's sites, so this names a bug, not bad input).
+fn module_path(family: Family, i: usize, site: Site) -> Result<String> {
+    let (sites, prefix) = family_sites(family);
+    let (_, _, path) = sites.iter().find(|(_, s, _)| *s == site).ok_or_else(|| {
+        ModelError::InvalidArgument(format!(
+            "a {} model has no {site:?} projection to adapt",
+            family.model_type()
+        ))
+    })?;
+    Ok(format!("{prefix}.{i}.{path}"))
 }
 
 impl LoraConfig {
@@ -150,7 +143,8 @@ impl LoraConfig {
     /// The module names this config adapts on a family, resolved (`"all-linear"` expanded, the
     /// default filled in), or an error naming an unknown one and listing the family's.
     pub fn resolved_modules(&self, family: Family) -> std::result::Result<Vec<String>, String> {
-        let known: Vec<&str> = family_sites(family).iter().map(|(n, _)| *n).collect();
+        let mut known: Vec<&str> = family_sites(family).0.iter().map(|(n, _, _)| *n).collect();
+        known.dedup();
         let names: Vec<String> = match &self.target_modules {
             TargetModules::Default => {
                 let default: &[&str] = if family == Family::Gpt2 {
@@ -387,9 +381,10 @@ impl<B: Backend> CausalLm<B> {
     /// The sites a resolved module list covers, in a fixed order.
     fn sites(&self, modules: &[String]) -> Vec<(String, Site)> {
         family_sites(self.config.family)
-            .into_iter()
-            .filter(|(name, _)| modules.iter().any(|m| m == name))
-            .flat_map(|(name, sites)| sites.into_iter().map(move |s| (name.to_string(), s)))
+            .0
+            .iter()
+            .filter(|(name, _, _)| modules.iter().any(|m| m == name))
+            .map(|(name, site, _)| (name.to_string(), *site))
             .filter(|(_, site)| {
                 *site != Site::Gate || self.config.activation == crate::Activation::Silu
             })
@@ -542,7 +537,7 @@ impl<B: Backend> CausalLm<B> {
         })?;
         let mut tensors = Vec::new();
         for (i, site, lora) in self.adapters() {
-            let path = format!("base_model.model.{}", site.module_path(family, i));
+            let path = format!("base_model.model.{}", module_path(family, i, site)?);
             tensors.push((
                 format!("{path}.lora_A.weight"),
                 host(lora.a.val().transpose()),
@@ -599,7 +594,7 @@ impl<B: Backend> CausalLm<B> {
         let family = model.config.family;
         let sites: Vec<(usize, Site)> = model.adapters().iter().map(|(i, s, _)| (*i, *s)).collect();
         for (i, site) in sites {
-            let prefix = format!("base_model.model.{}", site.module_path(family, i));
+            let prefix = format!("base_model.model.{}", module_path(family, i, site)?);
             let (d_in, d_out) = model.site_dims(i, site);
             let a = checkpoint.read(&format!("{prefix}.lora_A.weight"), &[r, d_in])?;
             let b = checkpoint.read(&format!("{prefix}.lora_B.weight"), &[d_out, r])?;
@@ -612,13 +607,12 @@ impl<B: Backend> CausalLm<B> {
         if checkpoint.contains("base_model.model.score.weight") {
             let d = model.config.hidden_size;
             let w = checkpoint.read("base_model.model.score.weight", &[1, d])?;
-            let head = model.reward_head.get_or_insert_with(|| {
-                burn::nn::LinearConfig::new(d, 1)
-                    .with_bias(false)
-                    .init(device)
-            });
-            head.weight = Param::from_tensor(tensor(w.transposed(), device));
-            model.config.reward_head = true;
+            if model.reward_head.is_none() {
+                model = model.with_reward_head(device);
+            }
+            if let Some(head) = model.reward_head.as_mut() {
+                head.weight = Param::from_tensor(tensor(w.transposed(), device));
+            }
         }
         Ok((model, config))
     }

@@ -465,18 +465,27 @@ pub fn encoder_for(
             "max_length must be at least 2 and max_prompt_length at least 1 (one prompt token to predict from, one completion token), got {max_length} and {max_prompt_length}"
         )));
     }
-    let model_config = ModelConfig::from_model_path(model_dir)?;
+    // A GGUF file is read once: its metadata holds both the config and the tokenizer.
+    let gguf = match tokenizer {
+        None if burnish_model::gguf::is_gguf(model_dir) => {
+            Some(burnish_model::gguf::GgufFile::open(model_dir)?)
+        }
+        _ => None,
+    };
+    let model_config = match &gguf {
+        Some(file) => ModelConfig::from_gguf(file)?,
+        None => ModelConfig::from_model_path(model_dir)?,
+    };
     let max_length = max_length.min(model_config.max_positions.max(2));
     let config = EncoderConfig {
         max_prompt_length: Some(max_prompt_length.min(max_length - 1)),
         max_length: Some(max_length),
         ..EncoderConfig::default()
     };
-    let (mut encoder, tokenizer) = match tokenizer {
+    let (mut encoder, tokenizer) = match &gguf {
         // A GGUF file carries its tokenizer and chat template in its metadata.
-        None if burnish_model::gguf::is_gguf(model_dir) => {
-            let file = burnish_model::gguf::GgufFile::open(model_dir)?;
-            let gguf = burnish_model::gguf::GgufTokenizer::from_file(&file)?;
+        Some(file) => {
+            let gguf = burnish_model::gguf::GgufTokenizer::from_file(file)?;
             let encoder = Encoder::from_tokenizer_config(
                 gguf.tokenizer,
                 &gguf.tokenizer_config.to_string(),
@@ -485,7 +494,7 @@ pub fn encoder_for(
             )?;
             (encoder, model_dir.to_path_buf())
         }
-        _ => {
+        None => {
             let tokenizer =
                 tokenizer.map_or_else(|| model_dir.join("tokenizer.json"), Path::to_path_buf);
             (Encoder::from_files(&tokenizer, config)?, tokenizer)
@@ -672,21 +681,34 @@ pub fn check_gguf_export<B: burn::tensor::backend::Backend>(
             "train.export_gguf: a reward model cannot be written as GGUF (llama.cpp runs language models); remove the key".into(),
         ));
     }
+    export_tokenizer_metadata(config, model.config.vocab_size)?;
+    Ok(())
+}
+
+/// The `tokenizer.*` GGUF metadata of a run's export: a GGUF source's carried over unchanged,
+/// otherwise built from the run's `tokenizer.json` (`model.tokenizer`, else the model folder's)
+/// and the `tokenizer_config.json` beside it.
+fn export_tokenizer_metadata(
+    config: &TrainingConfig,
+    vocab_size: usize,
+) -> Result<Vec<(String, burnish_model::gguf::MetaValue)>, PipelineError> {
     let source = model_dir(config)?;
     if config.model.tokenizer.is_none() && burnish_model::gguf::is_gguf(&source) {
-        return Ok(());
+        let file = burnish_model::gguf::GgufFile::open(&source)?;
+        return Ok(burnish_model::gguf::tokenizer_metadata_from_gguf(&file));
     }
     let tokenizer = config
         .model
         .tokenizer
         .clone()
         .unwrap_or_else(|| source.join("tokenizer.json"));
-    burnish_model::gguf::tokenizer_metadata_from_files(
+    // The chat template and special tokens come from beside the tokenizer, as the encoder
+    // reads them.
+    Ok(burnish_model::gguf::tokenizer_metadata_from_files(
         &tokenizer,
-        &source.join("tokenizer_config.json"),
-        model.config.vocab_size,
-    )?;
-    Ok(())
+        &tokenizer.with_file_name("tokenizer_config.json"),
+        vocab_size,
+    )?)
 }
 
 /// The LoRA config of a run's adapters: `[lora]`, or the one `model.adapter` was trained with.
@@ -733,18 +755,7 @@ pub fn export_final<B: burn::tensor::backend::Backend>(
     }
     if let Some(dtype) = &config.train.export_gguf {
         let dtype = dtype.parse().map_err(PipelineError::Invalid)?;
-        // A GGUF source's tokenizer metadata goes back out unchanged; otherwise it is built
-        // from the tokenizer files just written beside the export.
-        let tokenizer_source =
-            if config.model.tokenizer.is_none() && burnish_model::gguf::is_gguf(&source) {
-                source.clone()
-            } else {
-                partial.clone()
-            };
-        let meta = burnish_model::gguf::tokenizer_metadata_for(
-            &tokenizer_source,
-            model.config.vocab_size,
-        )?;
+        let meta = export_tokenizer_metadata(config, model.config.vocab_size)?;
         model.save_gguf(partial.join("model.gguf"), dtype, meta)?;
     }
     if dir.exists() {
