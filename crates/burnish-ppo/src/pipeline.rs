@@ -132,6 +132,13 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
     options: &RunOptions,
     device: &B::Device,
 ) -> Result<PpoSummary<B>, PpoError> {
+    if config.distributed.is_parallel() {
+        return Err(PpoError::Pipeline(
+            burnish_train::pipeline::PipelineError::Invalid(
+                "[distributed]: `train ppo` runs on one device for now (sft, dpo, kto and reward are data-parallel); remove --devices / --nodes".into(),
+            ),
+        ));
+    }
     let ppo = PpoConfig::from_table(&config.ppo)?;
     let model_path = model_dir(config)?;
     let encoder = run_encoder(config)?;

@@ -306,7 +306,7 @@ pub fn train_ppo<B: ModelAutodiffBackend>(
     let settings = &config.train;
     let out_dir = settings.output_dir.clone();
     std::fs::create_dir_all(&out_dir).map_err(|e| other(format!("{}: {e}", out_dir.display())))?;
-    let total = settings.total_steps(run.prompts.len());
+    let total = settings.total_steps(run.prompts.len(), 1);
     let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total);
     let optimizer = config.optimizer.adamw().init::<B, CausalLm<B>>();
     let mut state = PpoState {

@@ -107,6 +107,119 @@ pub struct TrainingConfig {
     pub ppo: toml::Table,
     /// Train LoRA adapters on a frozen base instead of every weight; `None` trains them all.
     pub lora: Option<LoraConfig>,
+    /// Data-parallel peers: devices in this process, and machines.
+    pub distributed: DistributedConfig,
+}
+
+/// The `[distributed]` section: data-parallel training on burn's collective.
+///
+/// Every peer holds a replica of the model and takes whole micro-batches of each step, so one
+/// optimizer step consumes `train.batch_size × train.grad_accumulation × peers` examples (the
+/// global batch), where peers = `devices × nodes`; `train.batch_size` is per peer and
+/// micro-batch, as TRL's `per_device_train_batch_size`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributedConfig {
+    /// Peers in this process: one per GPU, or peers sharing the CPU.
+    pub devices: usize,
+    /// Device indices of the peers (`cuda:0,cuda:1` gives `[0, 1]`); empty means `0..devices`.
+    pub device_ids: Vec<u16>,
+    /// Machines (processes) taking part; each runs `devices` peers.
+    pub nodes: u32,
+    /// This machine's rank in `0..nodes`; rank 0 hosts the coordinator, logs and checkpoints.
+    pub node_rank: u32,
+    /// `host:port` of the coordinator (burn's orchestrator, run by node 0); needed when
+    /// `nodes > 1`.
+    pub coordinator: Option<String>,
+    /// The host name or address other nodes reach this one at; `None` takes the address this
+    /// machine uses toward the coordinator.
+    pub node_host: Option<String>,
+    /// The port this node serves gradients on; `None` is the coordinator's port + 1 + node_rank.
+    pub data_port: Option<u16>,
+    /// Seconds a peer may wait inside one collective call (registration included) before the
+    /// run is stopped as if a peer had died; it must cover rank 0's evaluations and checkpoints.
+    pub timeout_secs: u64,
+}
+
+impl Default for DistributedConfig {
+    /// One device, one node: no collective at all.
+    fn default() -> Self {
+        DistributedConfig {
+            devices: 1,
+            device_ids: Vec::new(),
+            nodes: 1,
+            node_rank: 0,
+            coordinator: None,
+            node_host: None,
+            data_port: None,
+            timeout_secs: 1800,
+        }
+    }
+}
+
+impl DistributedConfig {
+    /// Peers over all nodes.
+    pub fn world_size(&self) -> usize {
+        self.devices * self.nodes as usize
+    }
+
+    /// True when more than one peer takes part, so the collective is used.
+    pub fn is_parallel(&self) -> bool {
+        self.world_size() > 1
+    }
+
+    /// The global rank of this node's first peer (peers are numbered node-major).
+    pub fn first_rank(&self) -> usize {
+        self.node_rank as usize * self.devices
+    }
+
+    /// True on the node whose first peer is global rank 0 (it writes the run's files).
+    pub fn is_main_node(&self) -> bool {
+        self.node_rank == 0
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.devices == 0 {
+            return Err(("distributed.devices", "must be at least 1".into()));
+        }
+        if !self.device_ids.is_empty() && self.device_ids.len() != self.devices {
+            return Err((
+                "distributed.device_ids",
+                format!(
+                    "names {} devices but distributed.devices is {}",
+                    self.device_ids.len(),
+                    self.devices
+                ),
+            ));
+        }
+        let mut ids = self.device_ids.clone();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err((
+                "distributed.device_ids",
+                "names a device twice; give each peer its own device".into(),
+            ));
+        }
+        if self.nodes == 0 {
+            return Err(("distributed.nodes", "must be at least 1".into()));
+        }
+        if self.node_rank >= self.nodes {
+            return Err((
+                "distributed.node_rank",
+                format!("must be below distributed.nodes ({}), got {}", self.nodes, self.node_rank),
+            ));
+        }
+        if self.nodes > 1 && self.coordinator.is_none() {
+            return Err((
+                "distributed.coordinator",
+                "is needed with more than one node: the host:port where node 0 runs the coordinator".into(),
+            ));
+        }
+        if self.timeout_secs == 0 {
+            return Err(("distributed.timeout_secs", "must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The `[model]` section: where the policy (and the reference) come from.
@@ -296,24 +409,33 @@ impl Default for LoopConfig {
 }
 
 impl LoopConfig {
-    /// Examples consumed by one optimizer step.
+    /// Examples consumed by one optimizer step of one peer.
     pub fn examples_per_step(&self) -> usize {
         self.batch_size * self.grad_accumulation
     }
 
-    /// Optimizer steps in one epoch of `examples` examples; a last, partial step counts.
-    pub fn steps_per_epoch(&self, examples: usize) -> u64 {
-        examples.div_ceil(self.examples_per_step().max(1)) as u64
+    /// Optimizer steps in one epoch of `examples` examples for `peers` data-parallel peers; a
+    /// last, partial step counts.
+    pub fn steps_per_epoch(&self, examples: usize, peers: usize) -> u64 {
+        examples.div_ceil((self.examples_per_step() * peers).max(1)) as u64
     }
 
     /// Optimizer steps of the whole run: `max_steps` if set, else `epochs` full epochs.
-    pub fn total_steps(&self, examples: usize) -> u64 {
+    pub fn total_steps(&self, examples: usize, peers: usize) -> u64 {
         self.max_steps
-            .unwrap_or(self.epochs * self.steps_per_epoch(examples))
+            .unwrap_or(self.epochs * self.steps_per_epoch(examples, peers))
     }
 }
 
-const SECTIONS: [&str; 8] = [
+impl TrainingConfig {
+    /// Examples one optimizer step consumes over all peers (the global batch).
+    pub fn global_batch(&self) -> usize {
+        self.train.examples_per_step() * self.distributed.world_size()
+    }
+}
+
+const SECTIONS: [&str; 9] = [
+    "distributed",
     "lora",
     "model",
     "data",
@@ -380,6 +502,7 @@ impl TrainingConfig {
             loss: section(doc, "loss", origin)?,
             ppo: section(doc, "ppo", origin)?,
             lora: section(doc, "lora", origin)?,
+            distributed: section(doc, "distributed", origin)?,
         };
         config.validate()?;
         Ok(config)
@@ -409,6 +532,9 @@ impl TrainingConfig {
                 "give either [lora] (fresh adapters) or model.adapter (a trained one), not both"
                     .into(),
             );
+        }
+        if let Err((key, reason)) = self.distributed.validate() {
+            return invalid(key, reason);
         }
         if let Some(dtype) = &self.train.export_gguf
             && let Err(reason) = dtype.parse::<burnish_model::gguf::GgufDtype>()
@@ -802,14 +928,15 @@ mod tests {
             epochs: 3,
             ..LoopConfig::default()
         };
-        assert_eq!(t.steps_per_epoch(16), 2);
-        assert_eq!(t.steps_per_epoch(17), 3);
-        assert_eq!(t.total_steps(16), 6);
+        assert_eq!(t.steps_per_epoch(16, 1), 2);
+        assert_eq!(t.steps_per_epoch(16, 2), 1);
+        assert_eq!(t.steps_per_epoch(17, 1), 3);
+        assert_eq!(t.total_steps(16, 1), 6);
         let t = LoopConfig {
             max_steps: Some(5),
             ..t
         };
-        assert_eq!(t.total_steps(16), 5);
+        assert_eq!(t.total_steps(16, 1), 5);
         assert_eq!(
             OptimizerConfig {
                 max_grad_norm: 0.0,

@@ -11,6 +11,8 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod data_order;
+#[cfg(feature = "collective")]
+pub mod distributed;
 pub mod metrics_log;
 pub mod objectives;
 pub mod pipeline;

@@ -602,7 +602,7 @@ pub fn eval_record<B: AutodiffBackend, O: Objective<B>>(
 
 /// Trains `model` on `objective`, then exports `output_dir/final` (with the tokenizer files) and
 /// plots the curves.
-fn finish_run<B: AutodiffBackend, O: Objective<B>>(
+fn finish_run<B: AutodiffBackend, O: Objective<B> + Sync>(
     run_dir: RunDir,
     model: CausalLm<B>,
     objective: &O,

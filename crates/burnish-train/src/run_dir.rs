@@ -9,7 +9,9 @@
 //!   (`--overwrite`, which deletes burnish's files there and nothing else).
 //! - **Resumes.** `config.toml` and `data_fingerprint.json` (size and a hash of the head and tail
 //!   of each data file) written by the first run are compared with the resuming run's; any
-//!   change except in [`RESUME_SAFE_KEYS`] is refused, naming the keys.
+//!   change except in [`RESUME_SAFE_KEYS`] is refused, naming the keys. The `[distributed]`
+//!   keys may change (a run may resume on more or fewer peers), and so may
+//!   `train.grad_accumulation` as long as the global batch stays the same.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -246,8 +248,18 @@ pub fn changed_keys(
         .filter(|entry| !b.contains(entry))
         .chain(b.iter().filter(|entry| !a.contains(entry)))
         .map(|(k, _)| k.clone())
-        .filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str()))
+        .filter(|k| !RESUME_SAFE_KEYS.contains(&k.as_str()) && !k.starts_with("distributed."))
+        // Peers may come or go on resume; only the global batch (which sets the steps and the
+        // schedule) must stay, so accumulation may change to keep it.
+        .filter(|k| k != "train.grad_accumulation" || saved.global_batch() != now.global_batch())
         .collect();
+    if saved.global_batch() != now.global_batch() && !keys.iter().any(|k| k.starts_with("train.")) {
+        keys.push(format!(
+            "the global batch (train.batch_size × train.grad_accumulation × peers: {} before, {} now)",
+            saved.global_batch(),
+            now.global_batch()
+        ));
+    }
     keys.sort();
     keys.dedup();
     Ok(keys)

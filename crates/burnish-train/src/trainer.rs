@@ -14,7 +14,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 use burnish_model::CausalLm;
 
-use crate::checkpoint::{CheckpointError, TrainingState, resume_latest, save_run_checkpoint};
+use crate::checkpoint::{
+    CheckpointError, TrainingState, checkpoint_name, resume_latest, save_run_checkpoint,
+};
 use crate::clip::clip_grad_norm;
 use crate::config::TrainingConfig;
 use crate::data_order::{DataCursor, DataPosition};
@@ -76,6 +78,9 @@ pub enum TrainError {
     /// The model failed (e.g. saving the export).
     #[error(transparent)]
     Model(#[from] burnish_model::ModelError),
+    /// A data-parallel peer stopped because another peer failed, or the collective timed out.
+    #[error("{0}")]
+    PeerStopped(String),
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -112,8 +117,8 @@ pub struct RunOptions {
 /// Weighted sums of named metrics over micro-batches. Each metric is averaged over the batches
 /// that report it: a KTO batch with no undesirable row has no `rewards/rejected`, and must not
 /// pull that metric's mean towards 0.
-#[derive(Default)]
-struct MetricSums(Vec<(String, f64, f64)>);
+#[derive(Default, Clone)]
+pub(crate) struct MetricSums(pub(crate) Vec<(String, f64, f64)>);
 
 impl MetricSums {
     fn add(&mut self, metrics: &[(String, f64)], weight: f64) {
@@ -181,59 +186,152 @@ pub fn evaluate<B: AutodiffBackend, O: Objective<B>>(
 }
 
 /// Trains `model` on `objective` as `config` says; returns the trained model.
-pub fn train<B: AutodiffBackend, O: Objective<B>>(
+///
+/// With more than one peer in `[distributed]` the run is data-parallel on burn's collective
+/// ([`crate::distributed`]); the result equals a one-peer run with the same global batch up to
+/// float rounding.
+pub fn train<B: AutodiffBackend, O: Objective<B> + Sync>(
     model: CausalLm<B>,
     objective: &O,
     config: &TrainingConfig,
     options: &RunOptions,
     device: &B::Device,
 ) -> Result<TrainOutcome<B>, TrainError> {
-    let run = &config.train;
-    let out_dir = run.output_dir.clone();
-    std::fs::create_dir_all(&out_dir)
+    if config.distributed.is_parallel() {
+        #[cfg(feature = "collective")]
+        return crate::distributed::train_parallel(model, objective, config, options, device);
+        #[cfg(not(feature = "collective"))]
+        return Err(TrainError::Other(
+            "[distributed] asks for more than one peer, but this build of burnish has no `collective` feature".into(),
+        ));
+    }
+    let (model, optimizer, start) = start_run(model, objective, config, options, device)?;
+    run_peer(model, optimizer, objective, config, options, start, None)
+}
+
+/// Where a run starts: fresh, or from its latest checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Start {
+    pub(crate) step: u64,
+    pub(crate) total_steps: u64,
+    pub(crate) position: DataPosition,
+    pub(crate) last_checkpoint: String,
+}
+
+/// The optimizer every run steps: AdamW over the whole model.
+pub(crate) type RunOptimizer<B> = burn::optim::adaptor::OptimizerAdaptor<
+    burn::optim::AdamW,
+    CausalLm<B>,
+    B,
+>;
+
+/// Creates the output folder and the optimizer, and loads the latest checkpoint on resume.
+pub(crate) fn start_run<B: AutodiffBackend, O: Objective<B>>(
+    model: CausalLm<B>,
+    objective: &O,
+    config: &TrainingConfig,
+    options: &RunOptions,
+    device: &B::Device,
+) -> Result<(CausalLm<B>, RunOptimizer<B>, Start), TrainError> {
+    let out_dir = &config.train.output_dir;
+    std::fs::create_dir_all(out_dir)
         .map_err(|e| TrainError::Other(format!("{}: {e}", out_dir.display())))?;
-    let total_steps = run.total_steps(objective.train_len());
-    let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total_steps);
     let optimizer = config.optimizer.adamw().init::<B, CausalLm<B>>();
-    let (mut model, mut optimizer, resumed) = if options.resume {
-        resume_latest(&out_dir, model, optimizer, device)?
+    let (model, optimizer, resumed) = if options.resume {
+        resume_latest(out_dir, model, optimizer, device)?
     } else {
         (model, optimizer, None)
     };
-    let start_step = resumed.as_ref().map_or(0, |c| c.state.step);
-    let position = resumed
-        .as_ref()
-        .map_or_else(DataPosition::default, |c| c.state.data);
-    let mut last_checkpoint = resumed
-        .as_ref()
-        .map_or_else(|| "none".to_string(), |c| c.dir.display().to_string());
+    let start = Start {
+        step: resumed.as_ref().map_or(0, |c| c.state.step),
+        total_steps: config
+            .train
+            .total_steps(objective.train_len(), config.distributed.world_size()),
+        position: resumed
+            .as_ref()
+            .map_or_else(DataPosition::default, |c| c.state.data),
+        last_checkpoint: resumed
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |c| c.dir.display().to_string()),
+    };
+    Ok((model, optimizer, start))
+}
+
+/// Why a data-parallel peer's micro-batches of one step could not give a gradient.
+pub(crate) enum PeerFailure {
+    /// The loss was NaN or infinite.
+    NonFinite(f64),
+    /// The objective failed.
+    Error(TrainError),
+}
+
+/// What a step's micro-batches gave: summed over every peer when the run is data-parallel.
+pub(crate) struct StepSums {
+    pub(crate) loss: f64,
+    pub(crate) tokens: usize,
+    pub(crate) metrics: MetricSums,
+}
+
+/// The training loop of one peer (the only one when `link` is `None`): steps from `start` to
+/// the end of the run. Only rank 0 logs, evaluates, checkpoints and shows progress.
+pub(crate) fn run_peer<B: AutodiffBackend, O: Objective<B>>(
+    mut model: CausalLm<B>,
+    mut optimizer: RunOptimizer<B>,
+    objective: &O,
+    config: &TrainingConfig,
+    options: &RunOptions,
+    start: Start,
+    link: Option<&dyn GradientExchange<B>>,
+) -> Result<TrainOutcome<B>, TrainError> {
+    let run = &config.train;
+    let out_dir = run.output_dir.clone();
+    let (rank, world) = link.map_or((0, 1), |l| (l.rank(), l.world()));
+    let main = rank == 0;
+    let total_steps = start.total_steps;
+    let schedule = LrSchedule::new(config.optimizer.lr, &config.schedule, total_steps);
+    let start_step = start.step;
+    let mut last_checkpoint = start.last_checkpoint;
     let metrics_path = out_dir.join("metrics.jsonl");
-    let mut log = MetricsLog::open_at(&metrics_path, start_step)?;
-    let mut cursor = DataCursor::new(objective.train_len(), run.seed, position);
-    let mut progress = (!options.quiet).then(|| Progress::new(total_steps, start_step));
+    let mut log = if main {
+        Some(MetricsLog::open_at(&metrics_path, start_step)?)
+    } else {
+        None
+    };
+    let mut cursor = DataCursor::new(objective.train_len(), run.seed, start.position);
+    let mut progress = (main && !options.quiet).then(|| Progress::new(total_steps, start_step));
     let mut last_eval = None;
+    let accumulation = run.grad_accumulation.max(1);
 
     for step in start_step + 1..=total_steps {
         let started = Instant::now();
         let lr = schedule.lr(step - 1);
         let mut accumulator = GradientsAccumulator::<CausalLm<B>>::new();
         let (mut loss_sum, mut sums, mut tokens) = (0.0, MetricSums::default(), 0usize);
-        let micro_batches: Vec<Vec<usize>> = (0..run.grad_accumulation.max(1))
+        // Every peer draws the whole global step and keeps its own whole micro-batches, so the
+        // peers' shards are disjoint, cover the data, and sum to what one peer accumulating
+        // `world` times as many micro-batches would see.
+        let micro_batches: Vec<Vec<usize>> = (0..accumulation * world)
             .map(|_| cursor.next_batch(run.batch_size))
             .collect();
         let step_examples: usize = micro_batches.iter().map(Vec::len).sum();
-        for indices in micro_batches.iter().filter(|b| !b.is_empty()) {
-            let batch = objective.train_loss(&model, indices)?;
+        let mine = &micro_batches[rank * accumulation..(rank + 1) * accumulation];
+        let mut failure = None;
+        for indices in mine.iter().filter(|b| !b.is_empty()) {
+            let batch = match objective.train_loss(&model, indices) {
+                Ok(batch) => batch,
+                Err(e) if link.is_some() => {
+                    failure = Some(PeerFailure::Error(e));
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             // Each micro-batch is weighted by its share of the step's examples, so a short last
             // batch of an epoch counts as much per example as a full one.
             let weight = indices.len() as f64 / step_examples as f64;
             let value = scalar(&batch.loss);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step,
-                    value,
-                    last_checkpoint,
-                });
+                failure = Some(PeerFailure::NonFinite(value));
+                break;
             }
             loss_sum += value * weight;
             sums.add(&batch.metrics, weight);
@@ -242,24 +340,53 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             accumulator.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let mut grads = accumulator.grads();
+        let local = StepSums {
+            loss: loss_sum,
+            tokens,
+            metrics: sums,
+        };
+        let non_finite = |value| TrainError::NonFinite {
+            step,
+            value,
+            last_checkpoint: last_checkpoint.clone(),
+        };
+        let step_sums = match (link, failure) {
+            (None, Some(PeerFailure::NonFinite(value))) => return Err(non_finite(value)),
+            (None, Some(PeerFailure::Error(e))) => return Err(e),
+            (None, None) => local,
+            (Some(link), failure) => {
+                let sums = link.exchange(step, &model, &grads, local, failure, &non_finite)?;
+                grads = link.reduce_gradients(&model, grads)?;
+                sums
+            }
+        };
         let grad_norm = clip_grad_norm::<B, _>(&model, &mut grads, config.optimizer.clip_norm());
         if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                value: grad_norm,
-                last_checkpoint,
-            });
+            return Err(non_finite(grad_norm));
         }
         model = optimizer.step(lr, model, grads);
         let seconds = started.elapsed().as_secs_f64();
+        let is_last = step == total_steps;
+        // `0` means only at the end, as the config documents.
+        let every = |n: u64| is_last || (n > 0 && step.is_multiple_of(n));
+        let checkpoint_now = !options.no_checkpoints && every(run.checkpoint_every);
+        let Some(log) = log.as_mut() else {
+            if checkpoint_now {
+                last_checkpoint = out_dir.join(checkpoint_name(step)).display().to_string();
+            }
+            if options.stop_after == Some(step) {
+                break;
+            }
+            continue;
+        };
         let record = StepRecord {
             step,
             epoch: cursor.epoch_progress(),
-            loss: loss_sum,
+            loss: step_sums.loss,
             lr,
             grad_norm,
-            tokens_per_sec: tokens as f64 / seconds.max(1e-9),
-            metrics: sums.mean(),
+            tokens_per_sec: step_sums.tokens as f64 / seconds.max(1e-9),
+            metrics: step_sums.metrics.mean(),
         };
         if let Some(progress) = progress.as_mut() {
             let margin = record.metrics.get("rewards/margins");
@@ -268,9 +395,6 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         }
         log.write_step(record)?;
 
-        let is_last = step == total_steps;
-        // `0` means only at the end, as the config documents.
-        let every = |n: u64| is_last || (n > 0 && step.is_multiple_of(n));
         if every(run.eval_every)
             && let Some((loss, n, metrics)) = evaluate(&model, objective, run.batch_size)?
         {
@@ -293,7 +417,7 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
             log.write_eval(record.clone())?;
             last_eval = Some(record);
         }
-        if !options.no_checkpoints && every(run.checkpoint_every) {
+        if checkpoint_now {
             let mut state = TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
             state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
             let dir = save_run_checkpoint(
@@ -319,6 +443,32 @@ pub fn train<B: AutodiffBackend, O: Objective<B>>(
         metrics_path,
         last_eval,
     })
+}
+
+/// How a data-parallel peer shares a step with the others (see [`crate::distributed`]).
+pub(crate) trait GradientExchange<B: AutodiffBackend> {
+    /// This peer's global rank.
+    fn rank(&self) -> usize;
+    /// Peers in the run.
+    fn world(&self) -> usize;
+    /// Sums the step's loss, tokens and metrics over the peers, and notes which parameters have
+    /// a gradient on any peer; stops every peer together, with the same error, when any peer's
+    /// loss was not finite or its objective failed.
+    fn exchange(
+        &self,
+        step: u64,
+        model: &CausalLm<B>,
+        grads: &GradientsParams,
+        local: StepSums,
+        failure: Option<PeerFailure>,
+        non_finite: &dyn Fn(f64) -> TrainError,
+    ) -> Result<StepSums, TrainError>;
+    /// Sums the gradients over the peers.
+    fn reduce_gradients(
+        &self,
+        model: &CausalLm<B>,
+        grads: GradientsParams,
+    ) -> Result<GradientsParams, TrainError>;
 }
 
 /// Draws loss, reward margin and accuracy curves from a run's `metrics.jsonl` into `out_dir`.

@@ -3,102 +3,15 @@
 //! alongside, a non-finite loss stops with the step named and the last checkpoint kept, and
 //! DPO actually improves the held-out preference objective.
 
-use std::path::Path;
-
 use burn::module::AutodiffModule;
-use burn::tensor::{Int, Tensor, TensorData};
-use burnish_data::{Collator, TokenizedPair};
+use burnish_data::Collator;
 use burnish_losses::PreferenceLoss;
 use burnish_model::{CausalLm, ModelConfig};
-use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::{PreferenceObjective, precompute_reference};
 use burnish_train::trainer::{BatchLoss, Objective, RunOptions, TrainError, train};
 
-#[cfg(not(feature = "wgpu"))]
-type B = burn::backend::Autodiff<burn::backend::Flex>;
-#[cfg(feature = "wgpu")]
-type B = burn::backend::Autodiff<burn::backend::Wgpu>;
-
-fn device() -> <B as burn::tensor::backend::BackendTypes>::Device {
-    Default::default()
-}
-
-/// Pairs whose chosen completion repeats the prompt's last token and whose rejected one does
-/// not: a preference a tiny model can learn.
-fn pairs(n: usize, seed: u32) -> Vec<TokenizedPair> {
-    (0..n as u32)
-        .map(|i| {
-            let a = 3 + (i * 7 + seed) % 50;
-            let b = 3 + (i * 11 + seed + 5) % 50;
-            let prompt_ids = vec![1, a, b, a];
-            TokenizedPair {
-                prompt_ids,
-                chosen_ids: vec![a, a, 2],
-                rejected_ids: vec![b, 60 - (i % 5), 61, 2],
-                margin: None,
-                ref_chosen_logp: None,
-                ref_rejected_logp: None,
-            }
-        })
-        .collect()
-}
-
-fn config(dir: &Path, steps: u64) -> TrainingConfig {
-    let text = format!(
-        "[optimizer]\nlr = 5e-3\nmax_grad_norm = 1.0\n[schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\n\
-         [train]\nmax_steps = {steps}\nbatch_size = 4\ngrad_accumulation = 2\neval_every = 0\ncheckpoint_every = 2\nseed = 3\noutput_dir = {:?}\n",
-        dir.display().to_string()
-    );
-    TrainingConfig::from_toml_str(&text, "test", &[] as &[&str]).unwrap()
-}
-
-fn policy() -> CausalLm<B> {
-    // Fixed init: seeding burn's RNG makes the two runs of a comparison start equal.
-    <B as burn::tensor::backend::Backend>::seed(&device(), 11);
-    CausalLm::init(&ModelConfig::gpt2(64, 16, 1, 2, 32), &device())
-}
-
-fn objective(
-    train: Vec<TokenizedPair>,
-    reference: Option<CausalLm<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>>,
-) -> PreferenceObjective<B> {
-    PreferenceObjective {
-        train,
-        eval: pairs(16, 1000),
-        collator: Collator::new(0),
-        loss: PreferenceLoss::default(),
-        reference,
-        device: device(),
-    }
-}
-
-fn weights(model: &CausalLm<B>) -> Vec<f32> {
-    let ids = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(vec![1i64, 5, 9, 5, 5, 2], [1, 6]),
-        &device(),
-    );
-    let mask = Tensor::<B, 2, Int>::ones([1, 6], &device());
-    model
-        .forward(ids, mask)
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn quiet() -> RunOptions {
-    RunOptions {
-        quiet: true,
-        ..Default::default()
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn resume_reaches_the_same_weights() {
@@ -211,7 +124,7 @@ fn precomputed_reference_matches_reference_alongside() {
 /// An objective that turns NaN at a chosen step.
 struct PoisonAt {
     inner: PreferenceObjective<B>,
-    calls: std::cell::Cell<usize>,
+    calls: std::sync::atomic::AtomicUsize,
     poison_call: usize,
 }
 
@@ -227,8 +140,7 @@ impl Objective<B> for PoisonAt {
         model: &CausalLm<B>,
         indices: &[usize],
     ) -> Result<BatchLoss<B>, TrainError> {
-        let call = self.calls.get() + 1;
-        self.calls.set(call);
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let mut batch = self.inner.train_loss(model, indices)?;
         if call == self.poison_call {
             batch.loss = batch.loss * f32::NAN;
