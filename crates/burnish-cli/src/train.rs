@@ -50,12 +50,111 @@ pub struct TrainArgs {
     /// Start afresh even though `train.output_dir` holds a run, deleting that run's files.
     #[arg(long)]
     pub overwrite: bool,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
+    /// cpu, wgpu or cuda (default cpu, or the kind `--devices` names).
+    #[arg(long)]
+    pub device: Option<DeviceKind>,
+    /// Data-parallel peers in this process: a count (`2`: GPUs 0 and 1, or two peers sharing
+    /// the CPU) or a list (`cuda:0,cuda:1`). The global batch is train.batch_size ×
+    /// train.grad_accumulation × peers. Sets `distributed.devices` (and `device_ids`).
+    #[arg(long, value_name = "N|KIND:I,KIND:J")]
+    pub devices: Option<Devices>,
+    /// Machines taking part in a multi-node run (`distributed.nodes`); each runs the same
+    /// command with its own `--node-rank`.
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// This machine's rank in `0..nodes` (`distributed.node_rank`); node 0 hosts the
+    /// coordinator and writes the run.
+    #[arg(long)]
+    pub node_rank: Option<u32>,
+    /// `host:port` of the coordinator, which node 0 starts (`distributed.coordinator`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub coordinator: Option<String>,
     /// Print no progress.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--devices`: how many peers, and on which device indices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Devices {
+    kind: Option<DeviceKind>,
+    ids: Vec<u16>,
+    count: usize,
+}
+
+impl std::str::FromStr for Devices {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(count) = s.trim().parse::<usize>() {
+            if count == 0 {
+                return Err("at least one device".into());
+            }
+            return Ok(Devices {
+                kind: None,
+                ids: Vec::new(),
+                count,
+            });
+        }
+        let mut kind = None;
+        let mut ids = Vec::new();
+        for item in s.split(',').map(str::trim) {
+            let (k, index) = item.split_once(':').ok_or_else(|| {
+                format!("`{item}`: expected a count (2) or devices like cuda:0,cuda:1")
+            })?;
+            let k: DeviceKind = k.parse()?;
+            if kind.is_some_and(|seen| seen != k) {
+                return Err(format!(
+                    "`{s}` mixes device kinds; peers run on one backend"
+                ));
+            }
+            kind = Some(k);
+            ids.push(
+                index
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{item}`: the device index must be a number"))?,
+            );
+        }
+        Ok(Devices {
+            kind,
+            count: ids.len(),
+            ids,
+        })
+    }
+}
+
+impl TrainArgs {
+    /// The `--set` overrides the distributed flags stand for (applied after the user's own).
+    fn distributed_overrides(&self) -> Vec<String> {
+        let mut set = Vec::new();
+        if let Some(d) = &self.devices {
+            set.push(format!("distributed.devices={}", d.count));
+            let ids: Vec<String> = d.ids.iter().map(u16::to_string).collect();
+            set.push(format!("distributed.device_ids=[{}]", ids.join(",")));
+        }
+        if let Some(n) = self.nodes {
+            set.push(format!("distributed.nodes={n}"));
+        }
+        if let Some(r) = self.node_rank {
+            set.push(format!("distributed.node_rank={r}"));
+        }
+        if let Some(c) = &self.coordinator {
+            set.push(format!("distributed.coordinator={c:?}"));
+        }
+        set
+    }
+
+    /// The backend: `--device`, else the kind `--devices` names, else the CPU.
+    fn device_kind(&self) -> anyhow::Result<DeviceKind> {
+        let named = self.devices.as_ref().and_then(|d| d.kind);
+        match (self.device, named) {
+            (Some(a), Some(b)) if a != b => {
+                anyhow::bail!("--device {a} but --devices names {b} devices")
+            }
+            (Some(a), _) | (None, Some(a)) => Ok(a),
+            (None, None) => Ok(DeviceKind::Cpu),
+        }
+    }
 }
 
 struct Training {
@@ -156,7 +255,11 @@ fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
 
 /// Runs `burnish train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = TrainingConfig::from_file(&args.config, &args.set)?;
+    let mut overrides = args.set.clone();
+    overrides.extend(args.distributed_overrides());
+    let config = TrainingConfig::from_file(&args.config, &overrides)?;
+    let device = args.device_kind()?;
+    let _coordinator = start_coordinator(&config)?;
     let job = Training {
         kind: args.kind,
         config,
@@ -167,5 +270,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             ..RunOptions::default()
         },
     };
-    dispatch_train(args.device, job)
+    dispatch_train(device, job)
+}
+
+/// Node 0 of a multi-node run starts the coordinator (burn's orchestrator) before training.
+/// It takes over Ctrl-C, so its thread ending means the user asked the run to stop.
+fn start_coordinator(config: &TrainingConfig) -> anyhow::Result<()> {
+    if config.distributed.nodes < 2 {
+        return Ok(());
+    }
+    // burn's WebSocket layer installs an INFO logger on stdout that prints every tensor
+    // transfer; a subscriber that drops everything goes first (nothing else here uses tracing),
+    // unless RUST_LOG asks for burn's logs.
+    if std::env::var_os("RUST_LOG").is_none() {
+        let _ =
+            tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+    }
+    if let Some(handle) = burnish::train::distributed::spawn_coordinator(&config.distributed)? {
+        std::thread::spawn(move || {
+            let _ = handle.join();
+            eprintln!("interrupted");
+            std::process::exit(130);
+        });
+    }
+    Ok(())
 }

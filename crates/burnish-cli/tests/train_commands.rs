@@ -1664,3 +1664,99 @@ fn lora_dpo_exports_a_peft_adapter_and_the_merged_model() {
             .is_file()
     );
 }
+
+/// A free port on the loopback interface (and the two after it, which the nodes serve on).
+fn free_port() -> u16 {
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let next_free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if port < u16::MAX - 2 && next_free(port + 1) && next_free(port + 2) {
+            return port;
+        }
+    }
+}
+
+/// Waits for `child` at most `limit`, killing it after that; returns its output.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn data_parallel_runs_match_one_device_in_process_and_on_two_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 40);
+    let run = |name: &str, extra: &[&str]| {
+        let config = write_config(&dir.path().join(name), &data, 3, 3);
+        let mut args = vec![
+            "train",
+            "dpo",
+            "--config",
+            config.to_str().unwrap(),
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    // One device accumulating 2 micro-batches of 4: the global batch of 2 peers x 4.
+    let args = run("one", &["--set", "train.grad_accumulation=2"]);
+    let o = burnish(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let one = logprobs(&dir.path().join("one/run/final"));
+
+    let args = run("peers", &["--devices", "2"]);
+    let o = burnish(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let peers = logprobs(&dir.path().join("peers/run/final"));
+
+    let port = free_port().to_string();
+    let coordinator = format!("127.0.0.1:{port}");
+    let args = run("nodes", &["--nodes", "2", "--coordinator", &coordinator]);
+    let spawn = |rank: &str| {
+        Command::new(env!("CARGO_BIN_EXE_burnish"))
+            .args(&args)
+            .args(["--node-rank", rank, "--set", "distributed.timeout_secs=120"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (node0, node1) = (spawn("0"), spawn("1"));
+    let (out0, out1) = (
+        wait_bounded(node0, Duration::from_secs(240)),
+        wait_bounded(node1, Duration::from_secs(30)),
+    );
+    assert!(out0.status.success(), "node 0: {}", text(&out0));
+    assert!(out1.status.success(), "node 1: {}", text(&out1));
+    let nodes = logprobs(&dir.path().join("nodes/run/final"));
+    assert!(
+        !dir.path().join("nodes/run/node-1/metrics.jsonl").exists(),
+        "node 1 writes no run files"
+    );
+
+    let start = logprobs(&gpt2());
+    assert!(
+        (start[0] - one[0]).abs() > 1e-3,
+        "training moved {start:?} to {one:?}"
+    );
+    for (what, got) in [("2 peers", &peers), ("2 nodes", &nodes)] {
+        for (a, b) in one.iter().zip(got) {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{what}: {got:?} vs one device {one:?}"
+            );
+        }
+    }
+    let metrics = std::fs::read_to_string(dir.path().join("nodes/run/metrics.jsonl")).unwrap();
+    let steps = metrics.lines().filter(|l| l.contains("grad_norm")).count();
+    assert_eq!(steps, 3, "one metrics line per step: {metrics}");
+}

@@ -206,7 +206,10 @@ impl DistributedConfig {
         if self.node_rank >= self.nodes {
             return Err((
                 "distributed.node_rank",
-                format!("must be below distributed.nodes ({}), got {}", self.nodes, self.node_rank),
+                format!(
+                    "must be below distributed.nodes ({}), got {}",
+                    self.nodes, self.node_rank
+                ),
             ));
         }
         if self.nodes > 1 && self.coordinator.is_none() {

@@ -99,12 +99,22 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
                 let model = model.clone().fork(peer_device);
                 let (optimizer, start) = (optimizer.clone(), start.clone());
                 let collective_config = collective_config.clone();
-                let report = Report { tx: tx.clone(), ok: false };
+                let report = Report {
+                    tx: tx.clone(),
+                    ok: false,
+                };
                 scope.spawn(move || {
                     let mut report = report;
                     let result = link.register(collective_config).and_then(|()| {
-                        let outcome =
-                            run_peer(model, optimizer, objective, config, options, start, Some(&link))?;
+                        let outcome = run_peer(
+                            model,
+                            optimizer,
+                            objective,
+                            config,
+                            options,
+                            start,
+                            Some(&link),
+                        )?;
                         link.finish()?;
                         Ok(outcome)
                     });
@@ -131,7 +141,9 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
 }
 
 /// The run's result: rank 0's outcome, or the error that caused the others.
-fn first_cause<T>(results: Vec<std::thread::Result<Result<T, TrainError>>>) -> Result<T, TrainError> {
+fn first_cause<T>(
+    results: Vec<std::thread::Result<Result<T, TrainError>>>,
+) -> Result<T, TrainError> {
     let mut outcome = None;
     let (mut cause, mut panic, mut stopped) = (None, None, None);
     for (slot, result) in results.into_iter().enumerate() {
@@ -203,19 +215,13 @@ fn collective_config(dist: &DistributedConfig) -> Result<CollectiveConfig, Train
         return Ok(config);
     }
     let invalid = |m: String| TrainError::Other(format!("distributed.coordinator: {m}"));
-    let coordinator = dist
-        .coordinator
-        .as_deref()
-        .ok_or_else(|| invalid("is needed with more than one node".into()))?;
-    let coordinator = coordinator.strip_prefix("ws://").unwrap_or(coordinator);
-    let port: u16 = coordinator
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .ok_or_else(|| invalid(format!("`{coordinator}` is not host:port")))?;
+    let (coordinator, port) = coordinator_address(dist)?;
     let data_port = match dist.data_port {
         Some(p) => p,
         None => u16::try_from(port as u32 + 1 + dist.node_rank).map_err(|_| {
-            invalid(format!("port {port} leaves no room for the data ports; set distributed.data_port"))
+            invalid(format!(
+                "port {port} leaves no room for the data ports; set distributed.data_port"
+            ))
         })?,
     };
     let host = match &dist.node_host {
@@ -238,6 +244,21 @@ fn collective_config(dist: &DistributedConfig) -> Result<CollectiveConfig, Train
         .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2)))
 }
 
+/// The coordinator's `host:port` (without a `ws://` a user may have written) and its port.
+fn coordinator_address(dist: &DistributedConfig) -> Result<(&str, u16), TrainError> {
+    let invalid = |m: String| TrainError::Other(format!("distributed.coordinator: {m}"));
+    let coordinator = dist
+        .coordinator
+        .as_deref()
+        .ok_or_else(|| invalid("is needed with more than one node".into()))?;
+    let coordinator = coordinator.strip_prefix("ws://").unwrap_or(coordinator);
+    let port: u16 = coordinator
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| invalid(format!("`{coordinator}` is not host:port")))?;
+    Ok((coordinator, port))
+}
+
 /// The address this machine uses to reach `coordinator` (no packet is sent).
 fn local_address_toward(coordinator: &str) -> Result<String, TrainError> {
     let socket = UdpSocket::bind("0.0.0.0:0")
@@ -251,16 +272,20 @@ fn local_address_toward(coordinator: &str) -> Result<String, TrainError> {
     Ok(socket.ip().to_string())
 }
 
-/// Starts burn's orchestrator, the coordinator of a multi-node run, on `port` (all
-/// interfaces) on a thread of its own; node 0 calls it before training. It serves until the
-/// process ends; note that it installs a Ctrl-C handler, so the caller should end the process
-/// when the returned thread ends.
-pub fn spawn_coordinator(port: u16) -> Result<std::thread::JoinHandle<()>, TrainError> {
+/// On node 0 of a multi-node run, starts burn's orchestrator (the coordinator) on the port of
+/// `distributed.coordinator`, on all interfaces, on a thread of its own; elsewhere does
+/// nothing. It serves until the process ends. It takes over Ctrl-C, so the caller should end
+/// the process when the returned thread ends.
+pub fn spawn_coordinator(
+    dist: &DistributedConfig,
+) -> Result<Option<std::thread::JoinHandle<()>>, TrainError> {
+    if dist.nodes < 2 || !dist.is_main_node() {
+        return Ok(None);
+    }
+    let (_, port) = coordinator_address(dist)?;
     // burn's server panics on its own thread when the port is taken; this says it here.
     std::net::TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
-        TrainError::Other(format!(
-            "the coordinator cannot listen on port {port}: {e}"
-        ))
+        TrainError::Other(format!("the coordinator cannot listen on port {port}: {e}"))
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -270,6 +295,7 @@ pub fn spawn_coordinator(port: u16) -> Result<std::thread::JoinHandle<()>, Train
     std::thread::Builder::new()
         .name("burnish-coordinator".into())
         .spawn(move || runtime.block_on(burn_collective::start_global_orchestrator(port)))
+        .map(Some)
         .map_err(|e| TrainError::Other(format!("cannot start the coordinator: {e}")))
 }
 
@@ -406,7 +432,11 @@ impl<B: AutodiffBackend> PeerLink<'_, B> {
         }
     }
 
-    fn sum(&self, values: Tensor<Inner<B>, 1>, during: &str) -> Result<Tensor<Inner<B>, 1>, TrainError> {
+    fn sum(
+        &self,
+        values: Tensor<Inner<B>, 1>,
+        during: &str,
+    ) -> Result<Tensor<Inner<B>, 1>, TrainError> {
         self.watch
             .call(self.slot, false, || {
                 collective::all_reduce::<Inner<B>>(
@@ -430,7 +460,11 @@ impl<B: AutodiffBackend> PeerLink<'_, B> {
     }
 
     /// Agrees on metric names the peers have not announced yet, and sums their values.
-    fn new_metrics(&self, local: &MetricSums, state: &mut LinkState) -> Result<MetricSums, TrainError> {
+    fn new_metrics(
+        &self,
+        local: &MetricSums,
+        state: &mut LinkState,
+    ) -> Result<MetricSums, TrainError> {
         let mut text = String::new();
         for (name, _, _) in &local.0 {
             // A name that does not fit waits for a later step (its values of this step are
@@ -517,7 +551,12 @@ impl<B: AutodiffBackend> GradientExchange<B> for PeerLink<'_, B> {
             Some(PeerFailure::Error(_)) => status[flags + self.rank] = 1.0,
             None => {}
         }
-        if local.metrics.0.iter().any(|(n, _, _)| !state.names.contains(n)) {
+        if local
+            .metrics
+            .0
+            .iter()
+            .any(|(n, _, _)| !state.names.contains(n))
+        {
             status[4] = 1.0;
         }
         for (i, p) in present.iter().enumerate() {
@@ -555,7 +594,8 @@ impl<B: AutodiffBackend> GradientExchange<B> for PeerLink<'_, B> {
                 .collect(),
         );
         if summed[4] > 0.0 {
-            sums.0.extend(self.new_metrics(&local.metrics, &mut state)?.0);
+            sums.0
+                .extend(self.new_metrics(&local.metrics, &mut state)?.0);
         }
         // A metric no micro-batch reported this step is left out, as one peer would.
         sums.0.retain(|(_, _, weight)| *weight > 0.0);

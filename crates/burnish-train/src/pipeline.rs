@@ -575,10 +575,23 @@ pub fn run_encoder(config: &TrainingConfig) -> Result<Encoder, PipelineError> {
 /// (see [`crate::run_dir`]: a fresh run refuses a folder that holds a run unless
 /// `options.overwrite`; a resume refuses a changed configuration or data). Call it before any
 /// other work of the run, and keep the returned value alive until the run ends.
+///
+/// On a node other than node 0 of a multi-node run the folder is `output_dir/node-R`: node 0
+/// writes the run (metrics, checkpoints, the export), and each other node keeps only its lock,
+/// its resolved config and its rejected rows there.
 pub fn prepare_output(
     config: &TrainingConfig,
     options: &RunOptions,
 ) -> Result<RunDir, PipelineError> {
+    let dist = &config.distributed;
+    if !dist.is_main_node() {
+        let mut own = config.clone();
+        own.train.output_dir = config
+            .train
+            .output_dir
+            .join(format!("node-{}", dist.node_rank));
+        return Ok(prepare_run_dir(&own, options.resume, true)?);
+    }
     Ok(prepare_run_dir(config, options.resume, options.overwrite)?)
 }
 
@@ -614,12 +627,24 @@ fn finish_run<B: AutodiffBackend, O: Objective<B> + Sync>(
     let out = run_dir.path.clone();
     check_gguf_export(&model, config)?;
     let model = attach_lora(model, config, options, device)?;
-    let initial_eval = if options.resume {
+    let main = config.distributed.is_main_node();
+    let initial_eval = if options.resume || !main {
         None
     } else {
         eval_record(&model, objective, config.train.batch_size, 0)?
     };
     let outcome = train(model, objective, config, options, device)?;
+    if !main {
+        // Node 0 exports and plots the run.
+        return Ok(RunSummary {
+            outcome,
+            data,
+            initial_eval,
+            final_dir: None,
+            plots: Vec::new(),
+            plot_error: None,
+        });
+    }
     let finished = options.stop_after.is_none_or(|s| s >= outcome.steps);
     let final_dir = if finished {
         Some(export_final(&outcome.model.valid(), config, &out)?)
@@ -833,7 +858,7 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
     }
     let encoder = run_encoder(config)?;
     let run_dir = prepare_output(config, options)?;
-    let out = &config.train.output_dir;
+    let out = &run_dir.path;
     let (mut train_pairs, mut eval_pairs, data) = load_pairs(
         &DataInput::of(config)?,
         &encoder,
@@ -914,7 +939,7 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
 ) -> Result<RunSummary<B>, PipelineError> {
     let encoder = run_encoder(config)?;
     let run_dir = prepare_output(config, options)?;
-    let out = &config.train.output_dir;
+    let out = &run_dir.path;
     let (mut train_rows, mut eval_rows, data) = load_lists(
         &DataInput::of(config)?,
         &encoder,
@@ -960,7 +985,7 @@ pub fn run_kto<B: ModelAutodiffBackend>(
     loss.validate()?;
     let encoder = run_encoder(config)?;
     let run_dir = prepare_output(config, options)?;
-    let out = &config.train.output_dir;
+    let out = &run_dir.path;
     let (mut train_rows, mut eval_rows, data) = load_unpaired(
         &DataInput::of(config)?,
         &encoder,
@@ -1010,7 +1035,7 @@ pub fn run_sft<B: ModelAutodiffBackend>(
     let model_path = model_dir(config)?;
     let encoder = run_encoder(config)?;
     let run_dir = prepare_output(config, options)?;
-    let out = &config.train.output_dir;
+    let out = &run_dir.path;
     let (train_rows, eval_rows, data) = load_prompt_completions(
         &DataInput::of(config)?,
         &encoder,
@@ -1040,7 +1065,7 @@ pub fn run_reward<B: ModelAutodiffBackend>(
     loss.validate()?;
     let encoder = run_encoder(config)?;
     let run_dir = prepare_output(config, options)?;
-    let out = &config.train.output_dir;
+    let out = &run_dir.path;
     let input = DataInput::of(config)?;
     let rejects = out.join("rejects.jsonl");
     // Seeded so that a resumed run builds the same head before loading the checkpoint.

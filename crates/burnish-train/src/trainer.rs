@@ -219,11 +219,8 @@ pub(crate) struct Start {
 }
 
 /// The optimizer every run steps: AdamW over the whole model.
-pub(crate) type RunOptimizer<B> = burn::optim::adaptor::OptimizerAdaptor<
-    burn::optim::AdamW,
-    CausalLm<B>,
-    B,
->;
+pub(crate) type RunOptimizer<B> =
+    burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, CausalLm<B>, B>;
 
 /// Creates the output folder and the optimizer, and loads the latest checkpoint on resume.
 pub(crate) fn start_run<B: AutodiffBackend, O: Objective<B>>(

@@ -115,8 +115,20 @@ fn two_peers_reach_the_weights_of_one_peer_with_the_global_batch() {
     assert_eq!(b.len(), steps as usize);
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.0, y.0);
-        assert!((x.1 - y.1).abs() <= 1e-5, "loss at step {}: {} vs {}", x.0, x.1, y.1);
-        assert!((x.2 - y.2).abs() <= 1e-5, "margin at step {}: {} vs {}", x.0, x.2, y.2);
+        assert!(
+            (x.1 - y.1).abs() <= 1e-5,
+            "loss at step {}: {} vs {}",
+            x.0,
+            x.1,
+            y.1
+        );
+        assert!(
+            (x.2 - y.2).abs() <= 1e-5,
+            "margin at step {}: {} vs {}",
+            x.0,
+            x.2,
+            y.2
+        );
         assert!(y.3 > 0.0);
     }
     // Rank 0 evaluated at the end, as one peer does.
@@ -175,7 +187,11 @@ fn peer_shards_are_disjoint_and_cover_the_epoch() {
     assert_eq!(seen.len(), 2, "both peers computed a loss: {seen:?}");
     let mut all: Vec<usize> = seen.values().flatten().copied().collect();
     all.sort_unstable();
-    assert_eq!(all, (0..10).collect::<Vec<_>>(), "each example exactly once");
+    assert_eq!(
+        all,
+        (0..10).collect::<Vec<_>>(),
+        "each example exactly once"
+    );
 }
 
 #[test]
@@ -200,8 +216,15 @@ fn two_peers_resume_a_one_peer_checkpoint_exactly() {
     };
     let resumed = run(&objective, &dp_config(&dir, 6, 2, 4, 1), &resume).unwrap();
     let diff = relative_diff(&logprobs(&full.model), &logprobs(&resumed.model));
-    assert!(diff <= 1e-5, "resumed on 2 peers vs 1 peer throughout: {diff}");
-    assert_eq!(step_lines(&resumed).len(), 6, "steps 1-2 kept, 3-6 appended");
+    assert!(
+        diff <= 1e-5,
+        "resumed on 2 peers vs 1 peer throughout: {diff}"
+    );
+    assert_eq!(
+        step_lines(&resumed).len(),
+        6,
+        "steps 1-2 kept, 3-6 appended"
+    );
 }
 
 /// What goes wrong, on the first call that sees example 0 (so on one peer only).
@@ -280,7 +303,10 @@ fn an_error_or_a_panic_on_one_peer_stops_the_others() {
     let error = message(faulty_run(Fault::Error)).expect("the run must fail");
     assert_eq!(error, "the objective broke");
     let panic = message(faulty_run(Fault::Panic)).expect("the run must fail");
-    assert!(panic.contains("panicked: the objective panicked"), "{panic}");
+    assert!(
+        panic.contains("panicked: the objective panicked"),
+        "{panic}"
+    );
 }
 
 #[test]

@@ -98,4 +98,3 @@ pub fn quiet() -> RunOptions {
         ..Default::default()
     }
 }
-
