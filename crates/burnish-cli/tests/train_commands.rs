@@ -1760,3 +1760,61 @@ fn data_parallel_runs_match_one_device_in_process_and_on_two_nodes() {
     let steps = metrics.lines().filter(|l| l.contains("grad_norm")).count();
     assert_eq!(steps, 3, "one metrics line per step: {metrics}");
 }
+
+#[test]
+fn a_dead_or_missing_node_stops_the_others_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.parquet");
+    write_pairs(&data, 40);
+    let config = write_config(dir.path(), &data, 500, 0);
+    let node = |rank: &str, port: &str, timeout: &str| {
+        Command::new(env!("CARGO_BIN_EXE_burnish"))
+            .args([
+                "train",
+                "dpo",
+                "--quiet",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .args(["--nodes", "2", "--node-rank", rank])
+            .args(["--coordinator", &format!("127.0.0.1:{port}")])
+            .args(["--set", &format!("distributed.timeout_secs={timeout}")])
+            .args(["--set", "train.eval_every=0", "--overwrite"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Node 1 never starts: node 0 gives up after the timeout instead of waiting forever.
+    let alone = wait_bounded(
+        node("0", &free_port().to_string(), "2"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(alone.status.code(), Some(2), "{}", text(&alone));
+    assert!(
+        text(&alone).contains("did not all register within 2 s"),
+        "{}",
+        text(&alone)
+    );
+
+    // Node 1 dies mid-run: node 0 stops with the lost node named.
+    let port = free_port().to_string();
+    let node0 = node("0", &port, "60");
+    let mut node1 = node("1", &port, "60");
+    let metrics = dir.path().join("run/metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 2) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node1.kill().unwrap();
+    let _ = node1.wait();
+    let out0 = wait_bounded(node0, Duration::from_secs(60));
+    let t = text(&out0);
+    assert!(!out0.status.success(), "{t}");
+    assert!(t.contains("a node died"), "{t}");
+}

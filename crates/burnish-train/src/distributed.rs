@@ -79,7 +79,7 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
     let (model, optimizer, start) = start_run(model, objective, config, options, device)?;
     let watch = Watch::new(devices.len(), Duration::from_secs(dist.timeout_secs));
     // Forgets peers a failed earlier run in this process left registered.
-    collective::reset_collective::<Inner<B>>();
+    reset_collective::<Inner<B>>();
     let (tx, rx) = mpsc::channel::<bool>();
     let results = std::thread::scope(|scope| {
         let watchdog = scope.spawn(|| watch.guard::<Inner<B>>());
@@ -125,10 +125,11 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
             .collect();
         drop(tx);
         // The first failure releases the peers that wait for the failed one in a collective.
+        let _stop = StopOnDrop(&watch);
         let mut reset = false;
         for ok in rx.iter() {
             if !ok && !reset {
-                collective::reset_collective::<Inner<B>>();
+                reset_collective::<Inner<B>>();
                 reset = true;
             }
         }
@@ -175,6 +176,22 @@ fn first_cause<T>(
         (Some(e), _) => Err(e),
         (None, Some(o)) => Ok(o),
         (None, None) => Err(TrainError::Other("no data-parallel peer ran".into())),
+    }
+}
+
+/// Releases every peer waiting in a collective call (they return an error). When burn's
+/// collective server has died (its task panicked on a network failure) there is nothing to
+/// release and burn's reset panics; the peers already got their error then.
+fn reset_collective<I: Backend>() {
+    let _ = std::panic::catch_unwind(collective::reset_collective::<I>);
+}
+
+/// Stops the watchdog when the supervisor leaves, even by a panic.
+struct StopOnDrop<'a>(&'a Watch);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -357,7 +374,7 @@ impl Watch {
                 continue;
             }
             self.fired.store(true, Ordering::SeqCst);
-            collective::reset_collective::<I>();
+            reset_collective::<I>();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && !self.done.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));

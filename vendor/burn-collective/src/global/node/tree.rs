@@ -53,7 +53,7 @@ where
             .collect::<FuturesUnordered<_>>();
 
         for _ in children {
-            let res = downloads.next().await.unwrap().unwrap();
+            let res = downloads.next().await.unwrap()?;
             if res.shape() != shape {
                 return Err(GlobalCollectiveError::PeerSentIncoherentTensor);
             }
