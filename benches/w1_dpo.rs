@@ -13,14 +13,18 @@
 //! cargo bench --bench w1_dpo                          # GPT-2 small, 8 steps
 //! cargo bench --bench w1_dpo -- --model smollm2       # Llama shape of SmolLM2-135M
 //! cargo bench --bench w1_dpo -- --quick               # a tiny model, 3 steps: a smoke run
+//! cargo bench --bench w1_dpo -- --peers 2             # 2 data-parallel peers x 2 pairs
 //! ```
+//! With `--peers N` the same 4 pairs per step are split over N data-parallel peers sharing the
+//! CPU (burn's collective); the line then also gives rank 0's median seconds per step inside
+//! the collectives (`all_reduce_seconds`) and the bytes of gradient each peer sends.
 //! `scripts/w1_vs_trl.sh` runs this and TRL's reference script side by side.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burnish::data::{Collator, TokenizedPair, load_tokenizer};
 use burnish::model::{CausalLm, ModelConfig};
 use burnish::train::config::TrainingConfig;
@@ -40,6 +44,7 @@ struct Args {
     model: String,
     steps: usize,
     quick: bool,
+    peers: usize,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +52,7 @@ fn parse_args() -> Args {
         model: "gpt2".into(),
         steps: 8,
         quick: false,
+        peers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -54,10 +60,17 @@ fn parse_args() -> Args {
             "--model" => args.model = it.next().expect("--model NAME"),
             "--steps" => args.steps = it.next().and_then(|s| s.parse().ok()).expect("--steps N"),
             "--quick" => args.quick = true,
+            "--peers" => {
+                args.peers = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|p| PAIRS_PER_STEP.is_multiple_of(*p))
+                    .expect("--peers N, a divisor of 4")
+            }
             // cargo bench passes --bench; anything else is a mistake worth saying.
             "--bench" => {}
             other => panic!(
-                "unknown argument {other} (expected --model gpt2|smollm2, --steps N, --quick)"
+                "unknown argument {other} (expected --model gpt2|smollm2, --steps N, --quick, --peers N)"
             ),
         }
     }
@@ -192,6 +205,7 @@ fn main() {
     let collator = Collator::new(GPT2_EOS % config.vocab_size as u32);
 
     let policy = CausalLm::<B>::init(&config, &device);
+    let parameters = policy.num_params();
     let reference: CausalLm<Flex> = policy.valid();
 
     // The reference pass, as `burnish train dpo` runs it before the first step.
@@ -207,7 +221,8 @@ fn main() {
     let out = tempfile::tempdir().expect("temp dir");
     let mut run = TrainingConfig::default();
     run.train.max_steps = Some(args.steps as u64);
-    run.train.batch_size = PAIRS_PER_STEP;
+    run.train.batch_size = PAIRS_PER_STEP / args.peers;
+    run.distributed.devices = args.peers;
     run.train.eval_every = 0;
     run.train.checkpoint_every = 0;
     run.train.output_dir = out.path().to_path_buf();
@@ -242,6 +257,11 @@ fn main() {
         .filter_map(|v| v["tokens_per_sec"].as_f64())
         .collect();
     let tokens_per_step = total_tokens as f64 / args.steps as f64;
+    let all_reduce: Vec<f64> = steps
+        .iter()
+        .skip(1)
+        .filter_map(|v| v["dp/all_reduce_seconds"].as_f64())
+        .collect();
     println!(
         "{}",
         json!({
@@ -260,6 +280,9 @@ fn main() {
             "ref_pass_s": ref_seconds,
             "ref_pass_cpu_util": (cpu1 - cpu0) / ref_seconds,
             "peak_rss_mb": peak_rss_mb,
+            "peers": args.peers,
+            "all_reduce_s_median": median(all_reduce),
+            "gradient_mb_per_peer": parameters as f64 * 4.0 / 1e6,
         })
     );
 }

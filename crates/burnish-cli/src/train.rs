@@ -259,7 +259,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     overrides.extend(args.distributed_overrides());
     let config = TrainingConfig::from_file(&args.config, &overrides)?;
     let device = args.device_kind()?;
-    let _coordinator = start_coordinator(&config)?;
+    start_coordinator(&config)?;
     let job = Training {
         kind: args.kind,
         config,

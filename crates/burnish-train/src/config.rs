@@ -914,6 +914,10 @@ mod tests {
             ("optimizer.lr=1e-60", "optimizer.lr"),
             ("optimizer.lr=1e39", "optimizer.lr"),
             ("train.output_dir=\"\"", "train.output_dir"),
+            ("distributed.devices=0", "distributed.devices"),
+            ("distributed.device_ids=[0, 0]", "distributed.device_ids"),
+            ("distributed.nodes=2", "distributed.coordinator"),
+            ("distributed.node_rank=1", "distributed.node_rank"),
         ] {
             let err = TrainingConfig::from_toml_str("", "c", &[set]).unwrap_err();
             assert!(

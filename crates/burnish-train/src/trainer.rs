@@ -347,13 +347,16 @@ pub(crate) fn run_peer<B: AutodiffBackend, O: Objective<B>>(
             value,
             last_checkpoint: last_checkpoint.clone(),
         };
+        let mut collective_seconds = None;
         let step_sums = match (link, failure) {
             (None, Some(PeerFailure::NonFinite(value))) => return Err(non_finite(value)),
             (None, Some(PeerFailure::Error(e))) => return Err(e),
             (None, None) => local,
             (Some(link), failure) => {
+                let entered = Instant::now();
                 let sums = link.exchange(step, &model, &grads, local, failure, &non_finite)?;
                 grads = link.reduce_gradients(&model, grads)?;
+                collective_seconds = Some(entered.elapsed().as_secs_f64());
                 sums
             }
         };
@@ -376,7 +379,7 @@ pub(crate) fn run_peer<B: AutodiffBackend, O: Objective<B>>(
             }
             continue;
         };
-        let record = StepRecord {
+        let mut record = StepRecord {
             step,
             epoch: cursor.epoch_progress(),
             loss: step_sums.loss,
@@ -385,6 +388,10 @@ pub(crate) fn run_peer<B: AutodiffBackend, O: Objective<B>>(
             tokens_per_sec: step_sums.tokens as f64 / seconds.max(1e-9),
             metrics: step_sums.metrics.mean(),
         };
+        if let Some(seconds) = collective_seconds {
+            // Rank 0's time in the step's collectives, waiting for slower peers included.
+            record.metrics.insert("dp/all_reduce_seconds", seconds);
+        }
         if let Some(progress) = progress.as_mut() {
             let margin = record.metrics.get("rewards/margins");
             let extra: Vec<(&str, f64)> = margin.map(|m| ("margin", m)).into_iter().collect();

@@ -290,7 +290,7 @@ fn faulty_run(fault: Fault) -> Result<TrainOutcome<B>, TrainError> {
 fn a_nan_on_one_peer_stops_every_peer_at_that_step() {
     match faulty_run(Fault::NaN) {
         Err(TrainError::NonFinite { step, value, .. }) => {
-            assert!(step >= 1 && step <= 4);
+            assert!((1..=4).contains(&step));
             assert!(value.is_nan());
         }
         other => panic!("expected the NaN guard, got {:?}", other.err()),

@@ -117,6 +117,34 @@ fn a_resume_refuses_changes_that_break_exactness() {
 }
 
 #[test]
+fn a_resume_may_change_peers_when_the_global_batch_stays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("pairs.parquet");
+    write_pairs(&data, 8);
+    // More peers with less accumulation keep the global batch: safe.
+    let resharded = config(
+        tmp.path(),
+        &data,
+        &["distributed.devices=2", "train.grad_accumulation=1"],
+    );
+    let start = config(tmp.path(), &data, &["train.grad_accumulation=2"]);
+    drop(prepare_run_dir(&start, false, true).unwrap());
+    // More peers with the same accumulation double the global batch: refused, named.
+    let doubled = config(
+        tmp.path(),
+        &data,
+        &["distributed.devices=2", "train.grad_accumulation=2"],
+    );
+    match prepare_run_dir(&doubled, true, false).unwrap_err() {
+        RunDirError::ConfigChanged { keys, .. } => {
+            assert!(keys.contains("the global batch"), "{keys}")
+        }
+        other => panic!("{other}"),
+    }
+    drop(prepare_run_dir(&resharded, true, false).unwrap());
+}
+
+#[test]
 fn a_resume_refuses_a_model_replaced_in_place() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("pairs.parquet");
