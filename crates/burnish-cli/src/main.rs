@@ -66,8 +66,18 @@ fn install_panic_hook() {
         let trace = std::backtrace::Backtrace::force_capture();
         let path = std::env::temp_dir().join(format!("burnish-panic-{}.txt", std::process::id()));
         let saved = std::fs::write(&path, format!("{message}{location}\n\n{trace}\n")).is_ok();
+        // burn's collective panics on a lost connection (a node died) rather than returning an
+        // error; the run then stops with its own message, and this line only says where.
+        let what = if ["burn-collective", "burn-communication"]
+            .iter()
+            .any(|c| location.contains(c))
+        {
+            "burn's collective failed (a node died or the network failed?)"
+        } else {
+            "internal error (a bug, please report it)"
+        };
         eprintln!(
-            "burnish: internal error (a bug, please report it): {message}{location}{}",
+            "burnish: {what}: {message}{location}{}",
             if saved {
                 format!("; backtrace in {}", path.display())
             } else {

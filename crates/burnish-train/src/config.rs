@@ -178,6 +178,27 @@ impl DistributedConfig {
         self.node_rank == 0
     }
 
+    /// The devices of this node's peers: `device` itself for one peer; else device index
+    /// `device_ids[i]` (default `i`) of `device`'s kind, which on a CPU is the CPU every time.
+    pub fn peer_devices<B: burn::tensor::backend::Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Vec<B::Device> {
+        use burn::tensor::backend::{Device as _, DeviceId, DeviceOps};
+        if self.devices == 1 && self.device_ids.is_empty() {
+            return vec![device.clone()];
+        }
+        let kind = device.id().type_id;
+        let ids: Vec<u16> = if self.device_ids.is_empty() {
+            (0..self.devices as u16).collect()
+        } else {
+            self.device_ids.clone()
+        };
+        ids.into_iter()
+            .map(|index| B::Device::from_id(DeviceId::new(kind, index)))
+            .collect()
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.devices == 0 {
             return Err(("distributed.devices", "must be at least 1".into()));

@@ -32,7 +32,7 @@ use burn::collective::{
 };
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend, Device as _, DeviceId, DeviceOps};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_communication::Address;
 use burnish_model::CausalLm;
@@ -74,7 +74,7 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
 ) -> Result<TrainOutcome<B>, TrainError> {
     let dist = &config.distributed;
     let _serial = RUN_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let devices = peer_devices::<B>(dist, device);
+    let devices = dist.peer_devices::<B>(device);
     let collective_config = collective_config(dist)?;
     let (model, optimizer, start) = start_run(model, objective, config, options, device)?;
     let watch = Watch::new(devices.len(), Duration::from_secs(dist.timeout_secs));
@@ -161,11 +161,7 @@ fn first_cause<T>(
                 cause.get_or_insert(e);
             }
             Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "no message".into());
+                let message = panic_message(&*payload);
                 panic.get_or_insert(TrainError::Other(format!(
                     "data-parallel peer {slot} of this process panicked: {message}"
                 )));
@@ -195,6 +191,15 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Tells the supervisor that a peer ended, and whether it succeeded; sent on drop, so a
 /// panicking peer reports too.
 struct Report {
@@ -206,22 +211,6 @@ impl Drop for Report {
     fn drop(&mut self) {
         let _ = self.tx.send(self.ok);
     }
-}
-
-/// The devices of this process's peers.
-fn peer_devices<B: Backend>(dist: &DistributedConfig, device: &B::Device) -> Vec<B::Device> {
-    if dist.devices == 1 && dist.device_ids.is_empty() {
-        return vec![device.clone()];
-    }
-    let kind = device.id().type_id;
-    let ids: Vec<u16> = if dist.device_ids.is_empty() {
-        (0..dist.devices as u16).collect()
-    } else {
-        dist.device_ids.clone()
-    };
-    ids.into_iter()
-        .map(|index| B::Device::from_id(DeviceId::new(kind, index)))
-        .collect()
 }
 
 /// burn's collective configuration for `dist`: local peers, plus the global (multi-node)
@@ -414,16 +403,39 @@ struct PeerLink<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> PeerLink<'_, B> {
+    /// Runs one call into burn's collective. burn panics (in its server task, then in the
+    /// caller) on some network failures instead of returning an error; that becomes this peer's
+    /// error too.
+    fn call<T>(
+        &self,
+        registering: bool,
+        during: &str,
+        f: impl FnOnce() -> Result<T, CollectiveError>,
+    ) -> Result<T, TrainError> {
+        let outcome = self.watch.call(self.slot, registering, || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        });
+        match outcome {
+            Ok(result) => result.map_err(|e| self.error(e, during)),
+            Err(panic) => Err(TrainError::PeerStopped(format!(
+                "peer {} of {}: burn's collective failed during {during} ({}): a node died or the network failed",
+                self.rank,
+                self.world,
+                panic_message(&*panic)
+            ))),
+        }
+    }
+
     fn register(&self, config: CollectiveConfig) -> Result<(), TrainError> {
-        self.watch
-            .call(self.slot, true, || {
-                collective::register::<Inner<B>>(self.id, self.device.clone(), config)
-            })
-            .map_err(|e| self.error(e, "registration"))
+        self.call(true, "registration", || {
+            collective::register::<Inner<B>>(self.id, self.device.clone(), config)
+        })
     }
 
     fn finish(&self) -> Result<(), TrainError> {
-        collective::finish_collective::<Inner<B>>(self.id).map_err(|e| self.error(e, "the end"))
+        self.call(false, "the end", || {
+            collective::finish_collective::<Inner<B>>(self.id)
+        })
     }
 
     fn error(&self, error: CollectiveError, during: &str) -> TrainError {
@@ -454,16 +466,14 @@ impl<B: AutodiffBackend> PeerLink<'_, B> {
         values: Tensor<Inner<B>, 1>,
         during: &str,
     ) -> Result<Tensor<Inner<B>, 1>, TrainError> {
-        self.watch
-            .call(self.slot, false, || {
-                collective::all_reduce::<Inner<B>>(
-                    self.id,
-                    values.into_primitive().tensor(),
-                    ReduceOperation::Sum,
-                )
-            })
-            .map(|p| Tensor::from_primitive(TensorPrimitive::Float(p)))
-            .map_err(|e| self.error(e, during))
+        self.call(false, during, || {
+            collective::all_reduce::<Inner<B>>(
+                self.id,
+                values.into_primitive().tensor(),
+                ReduceOperation::Sum,
+            )
+        })
+        .map(|p| Tensor::from_primitive(TensorPrimitive::Float(p)))
     }
 
     fn sum_host(&self, values: Vec<f32>, during: &str) -> Result<Vec<f32>, TrainError> {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burnish_data::split::SplitKey;
 use burnish_data::{
@@ -822,6 +822,44 @@ fn fill_missing<T: Clone>(
     Ok((train, eval))
 }
 
+/// Runs `compute` on `rows` split into one contiguous shard per data-parallel peer of this
+/// node (`[distributed] devices`), each shard on its peer's device and thread: the reference
+/// pass of a data-parallel run. With one peer it is a plain call. With several, the progress
+/// follows the first shard (the shards are equal to within one row).
+fn on_peer_devices<B: ModelBackend, T: Send>(
+    config: &TrainingConfig,
+    device: &B::Device,
+    rows: &mut [T],
+    progress: Option<&mut Progress>,
+    compute: impl Fn(&mut [T], &B::Device, Option<&mut Progress>) -> Result<(), PipelineError> + Sync,
+) -> Result<(), PipelineError> {
+    let devices = config.distributed.peer_devices::<B>(device);
+    if devices.len() == 1 || rows.len() < 2 {
+        return compute(rows, device, progress);
+    }
+    let shard = rows.len().div_ceil(devices.len());
+    let mut first = progress.map(|_| Progress::new(shard as u64, 0));
+    let compute = &compute;
+    std::thread::scope(|scope| {
+        let peers: Vec<_> = rows
+            .chunks_mut(shard)
+            .zip(&devices)
+            .map(|(rows, dev)| {
+                let mut progress = first.take();
+                scope.spawn(move || compute(rows, dev, progress.as_mut()))
+            })
+            .collect();
+        peers
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    })
+}
+
 /// True when every pair carries precomputed reference log-probs.
 pub fn all_precomputed(pairs: &[TokenizedPair]) -> bool {
     pairs
@@ -875,8 +913,17 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
             options,
             |todo, progress| {
                 let reference = reference_model(config, &policy, device)?;
-                precompute_reference(&reference, todo, &collator, batch, device, progress);
-                Ok(())
+                on_peer_devices::<B::InnerBackend, _>(
+                    config,
+                    device,
+                    todo,
+                    progress,
+                    |rows, dev, progress| {
+                        let reference = reference.clone().fork(dev);
+                        precompute_reference(&reference, rows, &collator, batch, dev, progress);
+                        Ok(())
+                    },
+                )
             },
         )?;
         (train_pairs, eval_pairs) = (train, eval);
@@ -956,9 +1003,18 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
             options,
             |todo, progress| {
                 let reference = reference_model(config, &policy, device)?;
-                Ok(precompute_list_reference(
-                    &reference, todo, &collator, batch, device, progress,
-                )?)
+                on_peer_devices::<B::InnerBackend, _>(
+                    config,
+                    device,
+                    todo,
+                    progress,
+                    |rows, dev, progress| {
+                        let reference = reference.clone().fork(dev);
+                        Ok(precompute_list_reference(
+                            &reference, rows, &collator, batch, dev, progress,
+                        )?)
+                    },
+                )
             },
         )?;
     }
@@ -1005,14 +1061,22 @@ pub fn run_kto<B: ModelAutodiffBackend>(
     let n_train = train_rows.len();
     train_rows.append(&mut eval_rows);
     let mut progress = (!options.quiet).then(|| Progress::new(train_rows.len() as u64, 0));
-    precompute_unpaired_reference(
-        &reference,
-        &mut train_rows,
-        &collator,
-        reference_batch_size(config.train.batch_size),
-        loss.needs_kl(),
+    on_peer_devices::<B::InnerBackend, _>(
+        config,
         device,
+        &mut train_rows,
         progress.as_mut(),
+        |rows, dev, progress| {
+            Ok(precompute_unpaired_reference(
+                &reference.clone().fork(dev),
+                rows,
+                &collator,
+                reference_batch_size(config.train.batch_size),
+                loss.needs_kl(),
+                dev,
+                progress,
+            )?)
+        },
     )?;
     drop(reference);
     eval_rows = train_rows.split_off(n_train);
