@@ -641,8 +641,10 @@ impl<B: AutodiffBackend> GradientExchange<B> for PeerLink<'_, B> {
         let present = std::mem::take(&mut self.state.borrow_mut().present);
         let mut take = TakeGrads::<B> {
             grads: &mut grads,
-            present: &present,
-            index: 0,
+            present: PresentParams {
+                present: &present,
+                index: 0,
+            },
             device: self.device.clone(),
             flat: Vec::new(),
         };
@@ -663,8 +665,10 @@ impl<B: AutodiffBackend> GradientExchange<B> for PeerLink<'_, B> {
         }
         let mut put = PutGrads::<B, _> {
             grads: &mut grads,
-            present: &present,
-            index: 0,
+            present: PresentParams {
+                present: &present,
+                index: 0,
+            },
             reduced: reduced.into_iter(),
             _backend: std::marker::PhantomData,
         };
@@ -710,19 +714,30 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Presence<'_, B> {
 /// a peer without one contributes zeros, so every peer sends the same shapes.
 struct TakeGrads<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    present: &'a [bool],
-    index: usize,
+    present: PresentParams<'a>,
     device: B::Device,
     flat: Vec<Tensor<Inner<B>, 1>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for TakeGrads<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+/// Walks the trainable parameters in module order, saying which have a gradient on some peer.
+struct PresentParams<'a> {
+    present: &'a [bool],
+    index: usize,
+}
+
+impl PresentParams<'_> {
+    fn next<B: Backend, const D: usize>(&mut self, param: &Param<Tensor<B, D>>) -> bool {
         if !param.is_require_grad() {
-            return;
+            return false;
         }
         self.index += 1;
-        if !self.present.get(self.index - 1).copied().unwrap_or(false) {
+        self.present.get(self.index - 1).copied().unwrap_or(false)
+    }
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for TakeGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !self.present.next(param) {
             return;
         }
         let flat = match self.grads.remove::<Inner<B>, D>(param.id) {
@@ -736,8 +751,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for TakeGrads<'_, B> {
 /// Puts the summed gradients back, in the order [`TakeGrads`] took them.
 struct PutGrads<'a, B: AutodiffBackend, I: Iterator<Item = Tensor<Inner<B>, 1>>> {
     grads: &'a mut GradientsParams,
-    present: &'a [bool],
-    index: usize,
+    present: PresentParams<'a>,
     reduced: I,
     _backend: std::marker::PhantomData<B>,
 }
@@ -746,11 +760,7 @@ impl<B: AutodiffBackend, I: Iterator<Item = Tensor<Inner<B>, 1>>> ModuleVisitor<
     for PutGrads<'_, B, I>
 {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        self.index += 1;
-        if !self.present.get(self.index - 1).copied().unwrap_or(false) {
+        if !self.present.next(param) {
             return;
         }
         if let Some(flat) = self.reduced.next() {

@@ -822,20 +822,28 @@ fn fill_missing<T: Clone>(
     Ok((train, eval))
 }
 
-/// Runs `compute` on `rows` split into one contiguous shard per data-parallel peer of this
-/// node (`[distributed] devices`), each shard on its peer's device and thread: the reference
-/// pass of a data-parallel run. With one peer it is a plain call. With several, the progress
-/// follows the first shard (the shards are equal to within one row).
+/// Runs `compute` with `reference` on `rows` split into one contiguous shard per data-parallel
+/// peer of this node (`[distributed] devices`), each shard on its peer's device (a copy of the
+/// reference there) and thread: the reference pass of a data-parallel run. With one peer it is
+/// a plain call. With several, the progress follows the first shard (the shards are equal to
+/// within one row).
 fn on_peer_devices<B: ModelBackend, T: Send>(
     config: &TrainingConfig,
+    reference: &CausalLm<B>,
     device: &B::Device,
     rows: &mut [T],
     progress: Option<&mut Progress>,
-    compute: impl Fn(&mut [T], &B::Device, Option<&mut Progress>) -> Result<(), PipelineError> + Sync,
+    compute: impl Fn(
+        &CausalLm<B>,
+        &mut [T],
+        &B::Device,
+        Option<&mut Progress>,
+    ) -> Result<(), PipelineError>
+    + Sync,
 ) -> Result<(), PipelineError> {
     let devices = config.distributed.peer_devices::<B>(device);
     if devices.len() == 1 || rows.len() < 2 {
-        return compute(rows, device, progress);
+        return compute(reference, rows, device, progress);
     }
     let shard = rows.len().div_ceil(devices.len());
     let mut first = progress.map(|_| Progress::new(shard as u64, 0));
@@ -846,7 +854,9 @@ fn on_peer_devices<B: ModelBackend, T: Send>(
             .zip(&devices)
             .map(|(rows, dev)| {
                 let mut progress = first.take();
-                scope.spawn(move || compute(rows, dev, progress.as_mut()))
+                scope.spawn(move || {
+                    compute(&reference.clone().fork(dev), rows, dev, progress.as_mut())
+                })
             })
             .collect();
         peers
@@ -913,14 +923,14 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
             options,
             |todo, progress| {
                 let reference = reference_model(config, &policy, device)?;
-                on_peer_devices::<B::InnerBackend, _>(
+                on_peer_devices(
                     config,
+                    &reference,
                     device,
                     todo,
                     progress,
-                    |rows, dev, progress| {
-                        let reference = reference.clone().fork(dev);
-                        precompute_reference(&reference, rows, &collator, batch, dev, progress);
+                    |r, rows, dev, p| {
+                        precompute_reference(r, rows, &collator, batch, dev, p);
                         Ok(())
                     },
                 )
@@ -1003,15 +1013,15 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
             options,
             |todo, progress| {
                 let reference = reference_model(config, &policy, device)?;
-                on_peer_devices::<B::InnerBackend, _>(
+                on_peer_devices(
                     config,
+                    &reference,
                     device,
                     todo,
                     progress,
-                    |rows, dev, progress| {
-                        let reference = reference.clone().fork(dev);
+                    |r, rows, dev, p| {
                         Ok(precompute_list_reference(
-                            &reference, rows, &collator, batch, dev, progress,
+                            r, rows, &collator, batch, dev, p,
                         )?)
                     },
                 )
@@ -1061,14 +1071,15 @@ pub fn run_kto<B: ModelAutodiffBackend>(
     let n_train = train_rows.len();
     train_rows.append(&mut eval_rows);
     let mut progress = (!options.quiet).then(|| Progress::new(train_rows.len() as u64, 0));
-    on_peer_devices::<B::InnerBackend, _>(
+    on_peer_devices(
         config,
+        &reference,
         device,
         &mut train_rows,
         progress.as_mut(),
-        |rows, dev, progress| {
+        |reference, rows, dev, progress| {
             Ok(precompute_unpaired_reference(
-                &reference.clone().fork(dev),
+                reference,
                 rows,
                 &collator,
                 reference_batch_size(config.train.batch_size),

@@ -136,54 +136,27 @@ fn two_peers_reach_the_weights_of_one_peer_with_the_global_batch() {
     assert!((e1.loss - e2.loss).abs() <= 1e-5);
 }
 
-/// Records which example indices each peer (thread) was given.
-struct Recording {
-    inner: PreferenceObjective<B>,
-    seen: Mutex<HashMap<std::thread::ThreadId, Vec<usize>>>,
-}
-
-impl Objective<B> for Recording {
-    fn train_len(&self) -> usize {
-        self.inner.train.len()
-    }
-    fn eval_len(&self) -> usize {
-        0
-    }
-    fn train_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        let mut seen = self.seen.lock().unwrap();
-        seen.entry(std::thread::current().id())
-            .or_default()
-            .extend_from_slice(indices);
-        drop(seen);
-        self.inner.train_loss(model, indices)
-    }
-    fn eval_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        self.inner.eval_loss(model, indices)
-    }
-}
-
 #[test]
 fn peer_shards_are_disjoint_and_cover_the_epoch() {
     let tmp = tempfile::tempdir().unwrap();
     // 10 examples, 2 peers x 3: two steps, the second with a short last micro-batch.
-    let recording = Recording {
+    let seen: Mutex<HashMap<std::thread::ThreadId, Vec<usize>>> = Mutex::default();
+    let recording = Hooked {
         inner: objective(pairs(10, 0), Some(policy().valid())),
-        seen: Mutex::default(),
+        hook: |indices: &[usize], batch| {
+            let mut seen = seen.lock().unwrap();
+            let mine = seen.entry(std::thread::current().id()).or_default();
+            mine.extend_from_slice(indices);
+            Ok(batch)
+        },
     };
     let mut config = dp_config(tmp.path(), 1, 2, 3, 1);
     config.train.max_steps = None;
     config.train.epochs = 1;
     let outcome = run(&recording, &config, &quiet()).unwrap();
     assert_eq!(outcome.steps, 2, "10 examples in global batches of 6");
-    let seen = recording.seen.into_inner().unwrap();
+    drop(recording);
+    let seen = seen.into_inner().unwrap();
     assert_eq!(seen.len(), 2, "both peers computed a loss: {seen:?}");
     let mut all: Vec<usize> = seen.values().flatten().copied().collect();
     all.sort_unstable();
@@ -236,50 +209,22 @@ enum Fault {
     Hang,
 }
 
-struct Faulty {
-    inner: PreferenceObjective<B>,
-    fault: Fault,
-    fired: AtomicUsize,
-}
-
-impl Objective<B> for Faulty {
-    fn train_len(&self) -> usize {
-        self.inner.train.len()
-    }
-    fn eval_len(&self) -> usize {
-        0
-    }
-    fn train_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        let mut batch = self.inner.train_loss(model, indices)?;
-        if indices.contains(&0) && self.fired.fetch_add(1, Ordering::SeqCst) == 0 {
-            match self.fault {
-                Fault::NaN => batch.loss = batch.loss * f32::NAN,
-                Fault::Error => return Err(TrainError::Other("the objective broke".into())),
-                Fault::Panic => panic!("the objective panicked"),
-                Fault::Hang => std::thread::sleep(std::time::Duration::from_secs(4)),
-            }
-        }
-        Ok(batch)
-    }
-    fn eval_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        self.inner.eval_loss(model, indices)
-    }
-}
-
 fn faulty_run(fault: Fault) -> Result<TrainOutcome<B>, TrainError> {
     let tmp = tempfile::tempdir().unwrap();
-    let objective = Faulty {
+    let fired = AtomicUsize::new(0);
+    let objective = Hooked {
         inner: objective(pairs(16, 0), Some(policy().valid())),
-        fault,
-        fired: AtomicUsize::new(0),
+        hook: |indices: &[usize], mut batch: BatchLoss<B>| {
+            if indices.contains(&0) && fired.fetch_add(1, Ordering::SeqCst) == 0 {
+                match fault {
+                    Fault::NaN => batch.loss = batch.loss * f32::NAN,
+                    Fault::Error => return Err(TrainError::Other("the objective broke".into())),
+                    Fault::Panic => panic!("the objective panicked"),
+                    Fault::Hang => std::thread::sleep(std::time::Duration::from_secs(4)),
+                }
+            }
+            Ok(batch)
+        },
     };
     let mut config = dp_config(tmp.path(), 4, 2, 2, 1);
     config.distributed.timeout_secs = 1;

@@ -7,8 +7,8 @@ use burn::module::AutodiffModule;
 use burnish_data::Collator;
 use burnish_losses::PreferenceLoss;
 use burnish_model::{CausalLm, ModelConfig};
-use burnish_train::objectives::{PreferenceObjective, precompute_reference};
-use burnish_train::trainer::{BatchLoss, Objective, RunOptions, TrainError, train};
+use burnish_train::objectives::precompute_reference;
+use burnish_train::trainer::{BatchLoss, RunOptions, TrainError, train};
 
 mod common;
 use common::*;
@@ -121,50 +121,20 @@ fn precomputed_reference_matches_reference_alongside() {
     assert!(diff <= 1e-5, "precomputed vs alongside differ by {diff}");
 }
 
-/// An objective that turns NaN at a chosen step.
-struct PoisonAt {
-    inner: PreferenceObjective<B>,
-    calls: std::sync::atomic::AtomicUsize,
-    poison_call: usize,
-}
-
-impl Objective<B> for PoisonAt {
-    fn train_len(&self) -> usize {
-        self.inner.train_len()
-    }
-    fn eval_len(&self) -> usize {
-        0
-    }
-    fn train_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let mut batch = self.inner.train_loss(model, indices)?;
-        if call == self.poison_call {
-            batch.loss = batch.loss * f32::NAN;
-        }
-        Ok(batch)
-    }
-    fn eval_loss(
-        &self,
-        model: &CausalLm<B>,
-        indices: &[usize],
-    ) -> Result<BatchLoss<B>, TrainError> {
-        self.inner.eval_loss(model, indices)
-    }
-}
-
 #[test]
 fn non_finite_loss_stops_and_keeps_the_last_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let start = policy();
     // Two micro-batches per step: call 5 is the first micro-batch of step 3.
-    let poisoned = PoisonAt {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let poisoned = Hooked {
         inner: objective(pairs(24, 0), Some(start.valid())),
-        calls: Default::default(),
-        poison_call: 5,
+        hook: |_: &[usize], mut batch: BatchLoss<B>| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 5 {
+                batch.loss = batch.loss * f32::NAN;
+            }
+            Ok(batch)
+        },
     };
     let err = train(
         start,

@@ -11,7 +11,7 @@ use burnish_losses::PreferenceLoss;
 use burnish_model::{CausalLm, ModelConfig};
 use burnish_train::config::TrainingConfig;
 use burnish_train::objectives::PreferenceObjective;
-use burnish_train::trainer::RunOptions;
+use burnish_train::trainer::{BatchLoss, Objective, RunOptions, TrainError};
 
 #[cfg(not(feature = "wgpu"))]
 pub type B = burn::backend::Autodiff<burn::backend::Flex>;
@@ -96,5 +96,38 @@ pub fn quiet() -> RunOptions {
     RunOptions {
         quiet: true,
         ..Default::default()
+    }
+}
+
+/// A preference objective whose training batches pass through `hook` (to record them, or to
+/// break one), with no held-out examples.
+pub struct Hooked<F> {
+    pub inner: PreferenceObjective<B>,
+    pub hook: F,
+}
+
+impl<F> Objective<B> for Hooked<F>
+where
+    F: Fn(&[usize], BatchLoss<B>) -> Result<BatchLoss<B>, TrainError> + Sync,
+{
+    fn train_len(&self) -> usize {
+        self.inner.train_len()
+    }
+    fn eval_len(&self) -> usize {
+        0
+    }
+    fn train_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        (self.hook)(indices, self.inner.train_loss(model, indices)?)
+    }
+    fn eval_loss(
+        &self,
+        model: &CausalLm<B>,
+        indices: &[usize],
+    ) -> Result<BatchLoss<B>, TrainError> {
+        self.inner.eval_loss(model, indices)
     }
 }
