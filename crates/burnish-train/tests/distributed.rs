@@ -104,6 +104,9 @@ fn two_peers_reach_the_weights_of_one_peer_with_the_global_batch() {
     let vs_batch = relative_diff(&logprobs(&one.model), &logprobs(&two.model));
     assert!(vs_batch <= 1e-5, "2 peers x 4 vs 1 peer x 8: {vs_batch}");
     let vs_accumulation = relative_diff(&logprobs(&accumulated.model), &logprobs(&two.model));
+    println!(
+        "relative log-prob difference of 2 peers x 4 against 1 x 8: {vs_batch:.2e}, against 1 x 4 x 2 accumulated: {vs_accumulation:.2e} (training moved them by {moved:.3})"
+    );
     assert!(
         vs_accumulation <= 1e-5,
         "2 peers x 4 vs 1 peer x 4 x 2 accumulated: {vs_accumulation}"
@@ -189,6 +192,7 @@ fn two_peers_resume_a_one_peer_checkpoint_exactly() {
     };
     let resumed = run(&objective, &dp_config(&dir, 6, 2, 4, 1), &resume).unwrap();
     let diff = relative_diff(&logprobs(&full.model), &logprobs(&resumed.model));
+    println!("resumed on 2 peers against 1 peer throughout: {diff:.2e}");
     assert!(
         diff <= 1e-5,
         "resumed on 2 peers vs 1 peer throughout: {diff}"
