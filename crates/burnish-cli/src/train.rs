@@ -74,12 +74,13 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// `--devices`: how many peers, and on which device indices.
+/// `--devices`: how many peers, or which devices they run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Devices {
-    kind: Option<DeviceKind>,
-    ids: Vec<u16>,
-    count: usize,
+pub enum Devices {
+    /// `N`: peers on device indices `0..N` (or all on the CPU).
+    Count(usize),
+    /// `cuda:0,cuda:2`: one peer per listed device of one kind.
+    List(DeviceKind, Vec<u16>),
 }
 
 impl std::str::FromStr for Devices {
@@ -90,11 +91,7 @@ impl std::str::FromStr for Devices {
             if count == 0 {
                 return Err("at least one device".into());
             }
-            return Ok(Devices {
-                kind: None,
-                ids: Vec::new(),
-                count,
-            });
+            return Ok(Devices::Count(count));
         }
         let mut kind = None;
         let mut ids = Vec::new();
@@ -115,11 +112,8 @@ impl std::str::FromStr for Devices {
                     .map_err(|_| format!("`{item}`: the device index must be a number"))?,
             );
         }
-        Ok(Devices {
-            kind,
-            count: ids.len(),
-            ids,
-        })
+        let kind = kind.ok_or_else(|| "no device given".to_string())?;
+        Ok(Devices::List(kind, ids))
     }
 }
 
@@ -127,10 +121,17 @@ impl TrainArgs {
     /// The `--set` overrides the distributed flags stand for (applied after the user's own).
     fn distributed_overrides(&self) -> Vec<String> {
         let mut set = Vec::new();
-        if let Some(d) = &self.devices {
-            set.push(format!("distributed.devices={}", d.count));
-            let ids: Vec<String> = d.ids.iter().map(u16::to_string).collect();
-            set.push(format!("distributed.device_ids=[{}]", ids.join(",")));
+        match &self.devices {
+            Some(Devices::Count(n)) => {
+                set.push(format!("distributed.devices={n}"));
+                set.push("distributed.device_ids=[]".into());
+            }
+            Some(Devices::List(_, ids)) => {
+                let list: Vec<String> = ids.iter().map(u16::to_string).collect();
+                set.push(format!("distributed.devices={}", ids.len()));
+                set.push(format!("distributed.device_ids=[{}]", list.join(",")));
+            }
+            None => {}
         }
         if let Some(n) = self.nodes {
             set.push(format!("distributed.nodes={n}"));
@@ -146,7 +147,10 @@ impl TrainArgs {
 
     /// The backend: `--device`, else the kind `--devices` names, else the CPU.
     fn device_kind(&self) -> anyhow::Result<DeviceKind> {
-        let named = self.devices.as_ref().and_then(|d| d.kind);
+        let named = match &self.devices {
+            Some(Devices::List(kind, _)) => Some(*kind),
+            _ => None,
+        };
         match (self.device, named) {
             (Some(a), Some(b)) if a != b => {
                 anyhow::bail!("--device {a} but --devices names {b} devices")
@@ -294,4 +298,21 @@ fn start_coordinator(config: &TrainingConfig) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_a_count_or_a_list_of_one_kind() {
+        assert_eq!("2".parse(), Ok(Devices::Count(2)));
+        assert_eq!(
+            "cuda:0, cuda:2".parse(),
+            Ok(Devices::List(DeviceKind::Cuda, vec![0, 2]))
+        );
+        for bad in ["0", "cuda:0,wgpu:1", "gpu:0", "cuda:x", "two"] {
+            assert!(bad.parse::<Devices>().is_err(), "{bad}");
+        }
+    }
 }

@@ -88,7 +88,6 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
             .enumerate()
             .map(|(slot, peer_device)| {
                 let link = PeerLink::<B> {
-                    id: PeerId::from(dist.first_rank() + slot),
                     rank: dist.first_rank() + slot,
                     world: dist.world_size(),
                     slot,
@@ -125,7 +124,8 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
             .collect();
         drop(tx);
         // The first failure releases the peers that wait for the failed one in a collective.
-        let _stop = StopOnDrop(&watch);
+        // Stops the watchdog below, or on the way out of a panic.
+        let stop = StopOnDrop(&watch);
         let mut reset = false;
         for ok in rx.iter() {
             if !ok && !reset {
@@ -133,7 +133,7 @@ pub fn train_parallel<B: AutodiffBackend, O: Objective<B> + Sync>(
                 reset = true;
             }
         }
-        watch.stop();
+        drop(stop);
         let results: Vec<_> = peers.into_iter().map(|p| p.join()).collect();
         let _ = watchdog.join();
         results
@@ -393,7 +393,6 @@ struct LinkState {
 
 /// One peer's side of the collective.
 struct PeerLink<'a, B: AutodiffBackend> {
-    id: PeerId,
     rank: usize,
     world: usize,
     slot: usize,
@@ -403,6 +402,11 @@ struct PeerLink<'a, B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> PeerLink<'_, B> {
+    /// burn's name for this peer: its global rank, unique over all nodes.
+    fn id(&self) -> PeerId {
+        PeerId::from(self.rank)
+    }
+
     /// Runs one call into burn's collective. burn panics (in its server task, then in the
     /// caller) on some network failures instead of returning an error; that becomes this peer's
     /// error too.
@@ -428,13 +432,13 @@ impl<B: AutodiffBackend> PeerLink<'_, B> {
 
     fn register(&self, config: CollectiveConfig) -> Result<(), TrainError> {
         self.call(true, "registration", || {
-            collective::register::<Inner<B>>(self.id, self.device.clone(), config)
+            collective::register::<Inner<B>>(self.id(), self.device.clone(), config)
         })
     }
 
     fn finish(&self) -> Result<(), TrainError> {
         self.call(false, "the end", || {
-            collective::finish_collective::<Inner<B>>(self.id)
+            collective::finish_collective::<Inner<B>>(self.id())
         })
     }
 
@@ -468,7 +472,7 @@ impl<B: AutodiffBackend> PeerLink<'_, B> {
     ) -> Result<Tensor<Inner<B>, 1>, TrainError> {
         self.call(false, during, || {
             collective::all_reduce::<Inner<B>>(
-                self.id,
+                self.id(),
                 values.into_primitive().tensor(),
                 ReduceOperation::Sum,
             )

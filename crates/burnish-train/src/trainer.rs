@@ -370,68 +370,68 @@ pub(crate) fn run_peer<B: AutodiffBackend, O: Objective<B>>(
         // `0` means only at the end, as the config documents.
         let every = |n: u64| is_last || (n > 0 && step.is_multiple_of(n));
         let checkpoint_now = !options.no_checkpoints && every(run.checkpoint_every);
-        let Some(log) = log.as_mut() else {
-            if checkpoint_now {
-                last_checkpoint = out_dir.join(checkpoint_name(step)).display().to_string();
-            }
-            if options.stop_after == Some(step) {
-                break;
-            }
-            continue;
-        };
-        let mut record = StepRecord {
-            step,
-            epoch: cursor.epoch_progress(),
-            loss: step_sums.loss,
-            lr,
-            grad_norm,
-            tokens_per_sec: step_sums.tokens as f64 / seconds.max(1e-9),
-            metrics: step_sums.metrics.mean(),
-        };
-        if let Some(seconds) = collective_seconds {
-            // Rank 0's time in the step's collectives, waiting for slower peers included.
-            record.metrics.insert("dp/all_reduce_seconds", seconds);
-        }
-        if let Some(progress) = progress.as_mut() {
-            let margin = record.metrics.get("rewards/margins");
-            let extra: Vec<(&str, f64)> = margin.map(|m| ("margin", m)).into_iter().collect();
-            progress.update(step, record.loss, lr, &extra);
-        }
-        log.write_step(record)?;
-
-        if every(run.eval_every)
-            && let Some((loss, n, metrics)) = evaluate(&model, objective, run.batch_size)?
-        {
-            if let Some(progress) = progress.as_mut() {
-                let acc = metrics
-                    .get("rewards/accuracies")
-                    .or(metrics.get("accuracy"));
-                let acc = acc.map_or(String::new(), |a| format!(", accuracy {a:.3}"));
-                progress.println(&format!(
-                    "eval at step {step}: loss {loss:.4}{acc} on {n} held-out examples"
-                ));
-            }
-            let record = EvalRecord {
+        // Rank 0 logs and evaluates; the other peers go straight on to the next step.
+        if let Some(log) = log.as_mut() {
+            let mut record = StepRecord {
                 step,
                 epoch: cursor.epoch_progress(),
-                loss,
-                examples: n,
-                metrics,
+                loss: step_sums.loss,
+                lr,
+                grad_norm,
+                tokens_per_sec: step_sums.tokens as f64 / seconds.max(1e-9),
+                metrics: step_sums.metrics.mean(),
             };
-            log.write_eval(record.clone())?;
-            last_eval = Some(record);
+            if let Some(seconds) = collective_seconds {
+                // Rank 0's time in the step's collectives, waiting for slower peers included.
+                record.metrics.insert("dp/all_reduce_seconds", seconds);
+            }
+            if let Some(progress) = progress.as_mut() {
+                let margin = record.metrics.get("rewards/margins");
+                let extra: Vec<(&str, f64)> = margin.map(|m| ("margin", m)).into_iter().collect();
+                progress.update(step, record.loss, lr, &extra);
+            }
+            log.write_step(record)?;
+
+            if every(run.eval_every)
+                && let Some((loss, n, metrics)) = evaluate(&model, objective, run.batch_size)?
+            {
+                if let Some(progress) = progress.as_mut() {
+                    let acc = metrics
+                        .get("rewards/accuracies")
+                        .or(metrics.get("accuracy"));
+                    let acc = acc.map_or(String::new(), |a| format!(", accuracy {a:.3}"));
+                    progress.println(&format!(
+                        "eval at step {step}: loss {loss:.4}{acc} on {n} held-out examples"
+                    ));
+                }
+                let record = EvalRecord {
+                    step,
+                    epoch: cursor.epoch_progress(),
+                    loss,
+                    examples: n,
+                    metrics,
+                };
+                log.write_eval(record.clone())?;
+                last_eval = Some(record);
+            }
         }
         if checkpoint_now {
-            let mut state = TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
-            state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
-            let dir = save_run_checkpoint(
-                &out_dir,
-                &state,
-                &model,
-                &optimizer,
-                run.keep_checkpoints,
-                |_| Ok(()),
-            )?;
+            // Rank 0 writes it; the others only need its name for a NaN message.
+            let dir = if main {
+                let mut state =
+                    TrainingState::new(step, total_steps, lr, cursor.position(), run.seed);
+                state.last_eval_loss = last_eval.as_ref().map(|e| e.loss);
+                save_run_checkpoint(
+                    &out_dir,
+                    &state,
+                    &model,
+                    &optimizer,
+                    run.keep_checkpoints,
+                    |_| Ok(()),
+                )?
+            } else {
+                out_dir.join(checkpoint_name(step))
+            };
             last_checkpoint = dir.display().to_string();
         }
         if options.stop_after == Some(step) {
