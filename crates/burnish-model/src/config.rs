@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result};
+use crate::precision::Precision;
 
 /// The architecture families burnish implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,9 @@ pub struct ModelConfig {
     pub value_head: bool,
     /// The JSON the config was read from, written back on export.
     pub raw: Map<String, Value>,
+    /// The precision of the matrix products: a run setting, never read from or written to
+    /// `config.json` (fp32 until the run says otherwise).
+    pub precision: Precision,
 }
 
 struct Reader<'a> {
@@ -291,6 +295,7 @@ impl ModelConfig {
                     reward_head,
                     value_head,
                     raw: map.clone(),
+                    precision: Precision::Fp32,
                 }
             }
             Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => {
@@ -349,6 +354,7 @@ impl ModelConfig {
                     reward_head,
                     value_head,
                     raw: map.clone(),
+                    precision: Precision::Fp32,
                 }
             }
         };

@@ -12,7 +12,8 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
 use crate::lora::{self, AttentionLora, MlpLora};
-use crate::ops::{ModelBackend, NormKind, gelu_tanh, masked_softmax, norm};
+use crate::ops::{ModelBackend, NormKind, gelu_tanh, linear, masked_softmax, norm};
+use crate::precision::Precision;
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
 #[derive(Module, Debug)]
@@ -59,8 +60,8 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: ModelBackend> Mlp<B> {
-    /// `[batch, seq, d_model] -> [batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// `[batch, seq, d_model] -> [batch, seq, d_model]`, the projections in `precision`.
+    pub fn forward(&self, x: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
         let act = |t: Tensor<B, 3>| match self.activation {
             Activation::GeluTanh => gelu_tanh(t),
             Activation::Gelu => gelu(t),
@@ -69,25 +70,28 @@ impl<B: ModelBackend> Mlp<B> {
         };
         let lora = self.lora.as_ref();
         let up = lora::add(
-            self.up.forward(x.clone()),
+            linear(&self.up, x.clone(), precision),
             lora.and_then(|l| l.up.as_ref()),
             &x,
+            precision,
         );
         let hidden = match &self.gate {
             Some(gate) => {
                 let gate = lora::add(
-                    gate.forward(x.clone()),
+                    linear(gate, x.clone(), precision),
                     lora.and_then(|l| l.gate.as_ref()),
                     &x,
+                    precision,
                 );
                 act(gate) * up
             }
             None => act(up),
         };
         lora::add(
-            self.down.forward(hidden.clone()),
+            linear(&self.down, hidden.clone(), precision),
             lora.and_then(|l| l.down.as_ref()),
             &hidden,
+            precision,
         )
     }
 }
@@ -165,13 +169,14 @@ impl<B: ModelBackend> SelfAttention<B> {
     ///
     /// `allowed` is `[batch, 1, seq, keys]`: which keys each query may attend to (causal and
     /// not padding). With a cache, the new keys/values are appended to it and `keys` counts the
-    /// cached ones too.
+    /// cached ones too. The projections run in `precision`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: Option<&Rope<B>>,
         allowed: Tensor<B, 4, Bool>,
         cache: &mut Option<LayerCache<B>>,
+        precision: Precision,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let split = |t: Tensor<B, 3>, heads: usize| {
@@ -180,23 +185,26 @@ impl<B: ModelBackend> SelfAttention<B> {
         };
         let lora = self.lora.as_ref();
         let mut q = lora::add(
-            self.q.forward(x.clone()),
+            linear(&self.q, x.clone(), precision),
             lora.and_then(|l| l.q.as_ref()),
             &x,
+            precision,
         );
         let mut k = lora::add(
-            self.k.forward(x.clone()),
+            linear(&self.k, x.clone(), precision),
             lora.and_then(|l| l.k.as_ref()),
             &x,
+            precision,
         );
         let mut v = lora::add(
-            self.v.forward(x.clone()),
+            linear(&self.v, x.clone(), precision),
             lora.and_then(|l| l.v.as_ref()),
             &x,
+            precision,
         );
         if let Some(qkv) = lora.and_then(|l| l.qkv.as_ref()) {
             let (q_width, kv_width) = (q.dims()[2], k.dims()[2]);
-            let delta = qkv.forward(x);
+            let delta = qkv.forward(x, precision);
             q = q + delta.clone().narrow(2, 0, q_width);
             k = k + delta.clone().narrow(2, q_width, kv_width);
             v = v + delta.narrow(2, q_width + kv_width, kv_width);
@@ -233,9 +241,10 @@ impl<B: ModelBackend> SelfAttention<B> {
                 .swap_dims(1, 2)
                 .reshape([batch, seq, self.num_heads * self.head_dim]);
         lora::add(
-            self.o.forward(out.clone()),
+            linear(&self.o, out.clone(), precision),
             lora.and_then(|l| l.o.as_ref()),
             &out,
+            precision,
         )
     }
 

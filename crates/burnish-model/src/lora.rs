@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use crate::config::Family;
 use crate::error::{ModelError, Result};
 use crate::model::CausalLm;
+use crate::ops::{ModelBackend, matmul};
+use crate::precision::Precision;
 use crate::safetensors_io::{Checkpoint, HostTensor, write_safetensors};
 
 /// `[lora]`: which projections get an adapter, and its rank, scale and dropout.
@@ -271,17 +273,24 @@ impl<B: Backend> Lora<B> {
         }
     }
 
-    /// The update for `x [..., d_in]`: `[..., d_out]`.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = Dropout { prob: self.dropout }.forward(x);
-        x.matmul(self.a.val().unsqueeze())
-            .matmul(self.b.val().unsqueeze())
-            * self.scale
-    }
-
     /// The update as a weight, `scale·A·B [d_in, d_out]`, for merging.
     pub fn delta(&self) -> Tensor<B, 2> {
         self.a.val().matmul(self.b.val()) * self.scale
+    }
+}
+
+impl<B: ModelBackend> Lora<B> {
+    /// The update for `x [..., d_in]`: `[..., d_out]`, both products in `precision`.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>, precision: Precision) -> Tensor<B, D> {
+        let x = Dropout { prob: self.dropout }.forward(x);
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product();
+        let [_, d_out] = self.b.val().dims();
+        let mut out_dims = dims;
+        out_dims[D - 1] = d_out;
+        let down = matmul(x.reshape([rows, d_in]), self.a.val(), precision);
+        (matmul(down, self.b.val(), precision) * self.scale).reshape(out_dims)
     }
 }
 
@@ -312,13 +321,14 @@ pub struct MlpLora<B: Backend> {
 }
 
 /// Adds `lora(x)` to `y` when the adapter exists.
-pub(crate) fn add<B: Backend>(
+pub(crate) fn add<B: ModelBackend>(
     y: Tensor<B, 3>,
     lora: Option<&Lora<B>>,
     x: &Tensor<B, 3>,
+    precision: Precision,
 ) -> Tensor<B, 3> {
     match lora {
-        Some(lora) => y + lora.forward(x.clone()),
+        Some(lora) => y + lora.forward(x.clone(), precision),
         None => y,
     }
 }

@@ -15,7 +15,8 @@ use crate::config::{Activation, Family, ModelConfig};
 use crate::layers::{
     KvCache, Mlp, Norm, Rope, SelfAttention, attention_allowed, positions_from_mask,
 };
-use crate::ops::{ModelBackend, logprob_head};
+use crate::ops::{self, ModelBackend, logprob_head};
+use crate::precision::Precision;
 
 /// Standard deviation of freshly initialised weights (GPT-2's `initializer_range`).
 const INIT_STD: f64 = 0.02;
@@ -195,6 +196,12 @@ impl<B: Backend> CausalLm<B> {
     pub fn num_layers(&self) -> usize {
         self.blocks.len()
     }
+
+    /// The model computing its matrix products in `precision` (see [`Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.config.precision = precision;
+        self
+    }
 }
 
 impl<B: ModelBackend> CausalLm<B> {
@@ -253,15 +260,17 @@ impl<B: ModelBackend> CausalLm<B> {
             let c = &self.config;
             Rope::new(positions, c.rope_scaling.inv_freq(c.rope_theta, c.head_dim))
         });
+        let precision = self.config.precision;
         for (block, layer_cache) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let attn = block.attn.forward(
                 block.attn_norm.forward(x.clone()),
                 rope.as_ref(),
                 allowed.clone(),
                 layer_cache,
+                precision,
             );
             x = x + attn;
-            x = x.clone() + block.mlp.forward(block.mlp_norm.forward(x));
+            x = x.clone() + block.mlp.forward(block.mlp_norm.forward(x), precision);
         }
         self.final_norm.forward(x)
     }
@@ -269,14 +278,16 @@ impl<B: ModelBackend> CausalLm<B> {
     /// Projects hidden states to vocabulary logits: `[batch, seq, d_model] -> [batch, seq, vocab]`.
     pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => ops::linear(head, hidden, self.config.precision),
             None => {
                 let [batch, seq, d] = hidden.dims();
                 let weight = self.embed.weight.val();
-                hidden
-                    .reshape([batch * seq, d])
-                    .matmul(weight.transpose())
-                    .reshape([batch, seq, self.config.vocab_size])
+                ops::matmul(
+                    hidden.reshape([batch * seq, d]),
+                    weight.transpose(),
+                    self.config.precision,
+                )
+                .reshape([batch, seq, self.config.vocab_size])
             }
         }
     }
@@ -454,7 +465,8 @@ impl<B: ModelBackend> CausalLm<B> {
         let hidden = hidden
             .reshape([rows * seq, d])
             .select(0, scored.predictors_tensor(&device));
-        let per_token = logprob_head(hidden, weight, scored.targets_tensor(&device));
+        let targets = scored.targets_tensor(&device);
+        let per_token = logprob_head(hidden, weight, targets, self.config.precision);
         scored.sum_per_sequence(per_token, sequences)
     }
 }

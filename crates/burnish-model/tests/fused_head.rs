@@ -7,7 +7,7 @@ mod common;
 use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use burnish_model::CausalLm;
+use burnish_model::{CausalLm, Precision};
 use burnish_model::ops::logprob_head::{logprob_head, reference_logprobs};
 use common::*;
 
@@ -51,7 +51,7 @@ fn fused_op_equals_log_softmax_gather_in_value_and_gradients() {
         let h = hidden.clone().detach().require_grad();
         let w = weight.clone().detach().require_grad();
         let logp = if fused {
-            logprob_head(h.clone(), w.clone(), targets.clone())
+            logprob_head(h.clone(), w.clone(), targets.clone(), Precision::Fp32)
         } else {
             reference_logprobs(h.clone(), w.clone(), targets.clone())
         };
@@ -83,6 +83,7 @@ fn fused_op_without_gradients_matches_too() {
         hidden.clone(),
         weight.clone(),
         targets.clone(),
+        Precision::Fp32,
     ));
     let want = host(reference_logprobs(hidden, weight, targets));
     assert_close("log-probs", &got, &want, 1e-5);

@@ -23,6 +23,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
 
+use crate::ops::matmul::plain_product;
+use crate::precision::Precision;
+
 /// Logits held at once by the generic body: rows per chunk = this / vocab (32 MiB of f32).
 const CHUNK_ELEMENTS: usize = 8 << 20;
 
@@ -33,25 +36,29 @@ fn rows_per_chunk(vocab: usize) -> usize {
 /// The fused head as a backend extension. The defaults are the generic bodies.
 pub trait LogprobHeadOps: Backend {
     /// `hidden [n, d]`, `weight [vocab, d]`, `targets [n]` -> (`logp [n]`, `lse [n]`): the
-    /// log-prob of each target and each position's log-sum-exp over the vocabulary.
+    /// log-prob of each target and each position's log-sum-exp over the vocabulary, the logits'
+    /// product in `precision` and everything after it in f32.
     fn logprob_head_forward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        precision: Precision,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        generic_forward::<Self>(hidden, weight, targets)
+        generic_forward::<Self>(hidden, weight, targets, precision)
     }
 
     /// Gradients of `sum(grad * logp)` with respect to `hidden [n, d]` and `weight [vocab, d]`,
-    /// given the forward's `lse [n]`; each chunk's logits are recomputed.
+    /// given the forward's `lse [n]`; each chunk's logits are recomputed, the three products in
+    /// `precision`.
     fn logprob_head_backward(
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
         lse: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        precision: Precision,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        generic_backward::<Self>(hidden, weight, targets, lse, grad)
+        generic_backward::<Self>(hidden, weight, targets, lse, grad, precision)
     }
 }
 
@@ -60,6 +67,7 @@ fn generic_forward<B: Backend>(
     hidden: FloatTensor<B>,
     weight: FloatTensor<B>,
     targets: IntTensor<B>,
+    precision: Precision,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let hidden = float::<B, 2>(hidden);
     let weight = float::<B, 2>(weight);
@@ -70,10 +78,11 @@ fn generic_forward<B: Backend>(
     let chunk = rows_per_chunk(vocab);
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
-        let logits = hidden
-            .clone()
-            .narrow(0, start, len)
-            .matmul(weight.clone().transpose());
+        let logits = plain_product(
+            hidden.clone().narrow(0, start, len),
+            weight.clone().transpose(),
+            precision,
+        );
         let max = logits.clone().max_dim(1);
         let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
         let target = targets.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
@@ -93,6 +102,7 @@ fn generic_backward<B: Backend>(
     targets: IntTensor<B>,
     lse: FloatTensor<B>,
     grad: FloatTensor<B>,
+    precision: Precision,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let hidden = float::<B, 2>(hidden);
     let weight = float::<B, 2>(weight);
@@ -107,15 +117,15 @@ fn generic_backward<B: Backend>(
     for start in (0..n).step_by(chunk) {
         let len = chunk.min(n - start);
         let h = hidden.clone().narrow(0, start, len);
-        let logits = h.clone().matmul(weight.clone().transpose());
+        let logits = plain_product(h.clone(), weight.clone().transpose(), precision);
         let g = grad.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
         let softmax = (logits - lse.clone().narrow(0, start, len).unsqueeze_dim::<2>(1)).exp();
         let target = targets.clone().narrow(0, start, len).unsqueeze_dim::<2>(1);
         let dlogits = (softmax * g.clone())
             .neg()
             .scatter(1, target, g, IndexingUpdateOp::Add);
-        grad_hidden.push(dlogits.clone().matmul(weight.clone()));
-        grad_weight = grad_weight + dlogits.transpose().matmul(h);
+        grad_hidden.push(plain_product(dlogits.clone(), weight.clone(), precision));
+        grad_weight = grad_weight + plain_product(dlogits.transpose(), h, precision);
     }
     (
         Tensor::cat(grad_hidden, 0).into_primitive().tensor(),
@@ -128,16 +138,19 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 }
 
 /// `hidden [n, d]`, `weight [vocab, d]` (the output embedding), `targets [n]` -> `[n]`: the
-/// log-prob of each target token, through the fused op (differentiable on `Autodiff<B>`).
+/// log-prob of each target token, through the fused op (differentiable on `Autodiff<B>`), the
+/// logits' product in `precision`.
 pub fn logprob_head<B: LogprobHeadOps>(
     hidden: Tensor<B, 2>,
     weight: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
+    precision: Precision,
 ) -> Tensor<B, 1> {
     let (logp, _) = B::logprob_head_forward(
         hidden.into_primitive().tensor(),
         weight.into_primitive().tensor(),
         targets.into_primitive(),
+        precision,
     );
     float(logp)
 }
@@ -160,8 +173,8 @@ pub fn reference_logprobs<B: Backend>(
 struct LogprobHeadBackward;
 
 impl<B: LogprobHeadOps> Backward<B, 2> for LogprobHeadBackward {
-    /// (hidden's node, weight's node, targets, lse).
-    type State = (NodeId, NodeId, IntTensor<B>, FloatTensor<B>);
+    /// (hidden's node, weight's node, targets, lse, precision).
+    type State = (NodeId, NodeId, IntTensor<B>, FloatTensor<B>, Precision);
 
     fn backward(
         self,
@@ -171,11 +184,11 @@ impl<B: LogprobHeadOps> Backward<B, 2> for LogprobHeadBackward {
     ) {
         let [node_hidden, node_weight] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (hidden_id, weight_id, targets, lse) = ops.state;
+        let (hidden_id, weight_id, targets, lse, precision) = ops.state;
         let hidden: FloatTensor<B> = checkpointer.retrieve_node_output(hidden_id);
         let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_id);
         let (grad_hidden, grad_weight) =
-            B::logprob_head_backward(hidden, weight, targets, lse, grad);
+            B::logprob_head_backward(hidden, weight, targets, lse, grad, precision);
         if let Some(node) = node_hidden {
             grads.register::<B>(node.id, grad_hidden);
         }
@@ -190,6 +203,7 @@ impl<B: LogprobHeadOps, C: CheckpointStrategy> LogprobHeadOps for Autodiff<B, C>
         hidden: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         targets: IntTensor<Self>,
+        precision: Precision,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let prep = LogprobHeadBackward
             .prepare::<C>([hidden.node.clone(), weight.node.clone()])
@@ -199,14 +213,18 @@ impl<B: LogprobHeadOps, C: CheckpointStrategy> LogprobHeadOps for Autodiff<B, C>
             OpsKind::Tracked(mut prep) => {
                 let hidden_state = prep.checkpoint(&hidden);
                 let weight_state = prep.checkpoint(&weight);
-                let (logp, lse) =
-                    B::logprob_head_forward(hidden.primitive, weight.primitive, targets.clone());
-                let state = (hidden_state, weight_state, targets, lse.clone());
+                let (logp, lse) = B::logprob_head_forward(
+                    hidden.primitive,
+                    weight.primitive,
+                    targets.clone(),
+                    precision,
+                );
+                let state = (hidden_state, weight_state, targets, lse.clone(), precision);
                 (prep.finish(state, logp), Self::from_inner(lse))
             }
             OpsKind::UnTracked(prep) => {
                 let (logp, lse) =
-                    B::logprob_head_forward(hidden.primitive, weight.primitive, targets);
+                    B::logprob_head_forward(hidden.primitive, weight.primitive, targets, precision);
                 (prep.finish(logp), Self::from_inner(lse))
             }
         }
@@ -226,117 +244,28 @@ mod flex {
     use rayon::prelude::*;
 
     use super::LogprobHeadOps;
+    use crate::ops::cpu_matmul::{Matrix, matmul_into};
     use crate::ops::simd;
+    use crate::precision::Precision;
 
     /// Rows per chunk: enough to keep gemm efficient, few enough that the logits stay in memory
     /// bounds (`rows * vocab` floats).
     const CHUNK_ROWS: usize = 256;
 
-    /// A view of a 2-D f32 matrix in memory, any non-negative strides.
-    #[derive(Clone, Copy)]
-    struct Matrix<'a> {
-        data: &'a [f32],
-        rows: usize,
-        cols: usize,
-        row_stride: usize,
-        col_stride: usize,
-    }
-
-    impl<'a> Matrix<'a> {
-        /// A 2-D flex tensor of f32 with non-negative strides (see `kernel_targets`).
-        fn of(t: &'a FlexTensor) -> Self {
-            let layout = t.layout();
-            let (shape, strides) = (layout.shape(), layout.strides());
-            Matrix {
-                data: &t.storage::<f32>()[layout.start_offset()..],
-                rows: shape[0],
-                cols: shape[1],
-                row_stride: strides[0] as usize,
-                col_stride: strides[1] as usize,
-            }
-        }
-
-        /// A row-major `rows x cols` buffer.
-        fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-            Matrix {
-                data,
-                rows,
-                cols,
-                row_stride: cols,
-                col_stride: 1,
-            }
-        }
-
-        /// Rows `start..start + len`.
-        fn rows(self, start: usize, len: usize) -> Self {
-            Matrix {
-                data: &self.data[start * self.row_stride..],
-                rows: len,
-                ..self
-            }
-        }
-
-        /// The transpose (a view: strides swapped).
-        fn t(self) -> Self {
-            Matrix {
-                rows: self.cols,
-                cols: self.rows,
-                row_stride: self.col_stride,
-                col_stride: self.row_stride,
-                ..self
-            }
-        }
-
-        /// Whether every element the view names lies inside its slice.
-        fn in_bounds(&self) -> bool {
-            self.rows == 0
-                || self.cols == 0
-                || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
-                    < self.data.len()
-        }
-    }
-
-    /// `dst = lhs @ rhs` (or `dst += lhs @ rhs` when `accumulate`), `dst` row-major
-    /// `[lhs.rows, rhs.cols]`, with gemm on all cores.
-    fn gemm_into(dst: &mut [f32], lhs: Matrix, rhs: Matrix, accumulate: bool) {
-        let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
-        assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
-        // SAFETY: the asserts above keep every access of the three views inside their slices,
-        // and `dst` is a distinct, mutable buffer.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                lhs.data.as_ptr(),
-                lhs.col_stride as isize,
-                lhs.row_stride as isize,
-                rhs.data.as_ptr(),
-                rhs.col_stride as isize,
-                rhs.row_stride as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-    }
-
     /// Calls `f(start, rows, logits)` for each chunk of [`CHUNK_ROWS`] positions, `logits`
     /// holding that chunk's `hidden_c @ weight^T` (`[rows, vocab]`, one buffer reused).
-    fn for_each_chunk(h: Matrix, w: Matrix, mut f: impl FnMut(usize, usize, &mut [f32])) {
+    fn for_each_chunk(
+        h: Matrix,
+        w: Matrix,
+        precision: Precision,
+        mut f: impl FnMut(usize, usize, &mut [f32]),
+    ) {
         let (n, vocab) = (h.rows, w.rows);
         let mut buffer = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
         for start in (0..n).step_by(CHUNK_ROWS) {
             let rows = CHUNK_ROWS.min(n - start);
             let logits = &mut buffer[..rows * vocab];
-            gemm_into(logits, h.rows(start, rows), w.t(), false);
+            matmul_into(logits, h.rows(start, rows), w.t(), false, precision);
             f(start, rows, logits);
         }
     }
@@ -378,15 +307,19 @@ mod flex {
             hidden: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             targets: IntTensor<Self>,
+            precision: Precision,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            let Some(target_ids) = kernel_targets(&hidden, &weight, &targets) else {
-                return super::generic_forward::<Self>(hidden, weight, targets);
+            let (Some(target_ids), Some(h), Some(w)) = (
+                kernel_targets(&hidden, &weight, &targets),
+                Matrix::of(&hidden),
+                Matrix::of(&weight),
+            ) else {
+                return super::generic_forward::<Self>(hidden, weight, targets, precision);
             };
-            let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
             let targets = target_ids;
             let (n, vocab) = (h.rows, w.rows);
             let (mut logp, mut lse) = (vec![0.0f32; n], vec![0.0f32; n]);
-            for_each_chunk(h, w, |start, rows, logits| {
+            for_each_chunk(h, w, precision, |start, rows, logits| {
                 logits
                     .par_chunks(vocab)
                     .zip(logp[start..start + rows].par_iter_mut())
@@ -406,28 +339,39 @@ mod flex {
             targets: IntTensor<Self>,
             lse: FloatTensor<Self>,
             grad: FloatTensor<Self>,
+            precision: Precision,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
             let (Some(target_ids), Some(lse_c), Some(grad_c)) = (
                 kernel_targets(&hidden, &weight, &targets),
                 simd::contiguous_f32(&lse),
                 simd::contiguous_f32(&grad),
             ) else {
-                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+                return super::generic_backward::<Self>(
+                    hidden, weight, targets, lse, grad, precision,
+                );
             };
             let (Some(lse_values), Some(grad_values)) =
                 (lse_c.as_slice::<f32>(), grad_c.as_slice::<f32>())
             else {
-                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+                return super::generic_backward::<Self>(
+                    hidden, weight, targets, lse, grad, precision,
+                );
             };
             if lse_values.len() != target_ids.len() || grad_values.len() != target_ids.len() {
-                return super::generic_backward::<Self>(hidden, weight, targets, lse, grad);
+                return super::generic_backward::<Self>(
+                    hidden, weight, targets, lse, grad, precision,
+                );
             }
-            let (h, w) = (Matrix::of(&hidden), Matrix::of(&weight));
+            let (Some(h), Some(w)) = (Matrix::of(&hidden), Matrix::of(&weight)) else {
+                return super::generic_backward::<Self>(
+                    hidden, weight, targets, lse, grad, precision,
+                );
+            };
             let (targets, lse, grad) = (target_ids, lse_values, grad_values);
             let (n, vocab, d) = (h.rows, w.rows, h.cols);
             let mut grad_hidden = vec![0.0f32; n * d];
             let mut grad_weight = vec![0.0f32; vocab * d];
-            for_each_chunk(h, w, |start, rows, dlogits| {
+            for_each_chunk(h, w, precision, |start, rows, dlogits| {
                 dlogits
                     .par_chunks_mut(vocab)
                     .zip(lse[start..start + rows].par_iter())
@@ -439,13 +383,14 @@ mod flex {
                     });
                 let dlogits = Matrix::row_major(dlogits, rows, vocab);
                 // d hidden_c [rows, d] = dlogits [rows, vocab] @ weight [vocab, d]
-                gemm_into(&mut grad_hidden[start * d..], dlogits, w, false);
+                matmul_into(&mut grad_hidden[start * d..], dlogits, w, false, precision);
                 // d weight [vocab, d] += dlogits^T [vocab, rows] @ hidden_c [rows, d]
-                gemm_into(
+                matmul_into(
                     &mut grad_weight,
                     dlogits.t(),
                     h.rows(start, rows),
                     start > 0,
+                    precision,
                 );
             });
             (
@@ -466,7 +411,9 @@ mod tests {
     use burn::tensor::ops::FloatTensor;
 
     use super::{LogprobHeadOps, float, generic_backward, generic_forward};
+    use crate::ops::bf16_matmul::round_bf16;
     use crate::ops::test_support::{host, max_diff};
+    use crate::precision::Precision;
 
     /// `got` and `want` (`D`-dimensional primitives) agree to `tol` relative to `want`'s largest.
     fn assert_close<const D: usize>(
@@ -492,12 +439,55 @@ mod tests {
         let targets = Tensor::<Flex, 1, Int>::from_data(TensorData::new(targets, [n]), &dev);
         let grad = Tensor::<Flex, 1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
         let p = |t: &Tensor<Flex, 2>| t.clone().into_primitive().tensor();
-        let (logp, lse) =
-            Flex::logprob_head_forward(p(&hidden), p(&weight), targets.clone().into_primitive());
-        let (want_logp, want_lse) =
-            generic_forward::<Flex>(p(&hidden), p(&weight), targets.clone().into_primitive());
+        let fp32 = Precision::Fp32;
+        let (logp, lse) = Flex::logprob_head_forward(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            fp32,
+        );
+        let (want_logp, want_lse) = generic_forward::<Flex>(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            fp32,
+        );
         assert_close::<1>("log-probs", logp, want_logp, 1e-5);
         assert_close::<1>("log-sum-exp", lse.clone(), want_lse, 1e-5);
+        let g = grad.clone().into_primitive().tensor();
+        let (gh, gw) = Flex::logprob_head_backward(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            lse.clone(),
+            g.clone(),
+            fp32,
+        );
+        let (want_gh, want_gw) = generic_backward::<Flex>(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            lse,
+            g,
+            fp32,
+        );
+        assert_close::<2>("d hidden", gh, want_gh, 1e-4);
+        assert_close::<2>("d weight", gw, want_gw, 1e-4);
+
+        // bf16: the forward equals fp32 on bf16-rounded inputs; the backward also rounds
+        // `dlogits` to bf16, so it agrees to bf16's precision.
+        let round = |t: &Tensor<Flex, 2>| {
+            let values: Vec<f32> = host(t.clone()).into_iter().map(round_bf16).collect();
+            Tensor::<Flex, 2>::from_data(TensorData::new(values, t.dims()), &dev)
+        };
+        let (hr, wr) = (round(&hidden), round(&weight));
+        let bf16 = Precision::Bf16;
+        let (logp, lse) =
+            Flex::logprob_head_forward(p(&hidden), p(&weight), targets.clone().into_primitive(), bf16);
+        let (want_logp, want_lse) =
+            Flex::logprob_head_forward(p(&hr), p(&wr), targets.clone().into_primitive(), fp32);
+        assert_close::<1>("bf16 log-probs", logp, want_logp, 1e-5);
+        assert_close::<1>("bf16 log-sum-exp", lse.clone(), want_lse, 1e-5);
         let g = grad.into_primitive().tensor();
         let (gh, gw) = Flex::logprob_head_backward(
             p(&hidden),
@@ -505,10 +495,11 @@ mod tests {
             targets.clone().into_primitive(),
             lse.clone(),
             g.clone(),
+            bf16,
         );
         let (want_gh, want_gw) =
-            generic_backward::<Flex>(p(&hidden), p(&weight), targets.into_primitive(), lse, g);
-        assert_close::<2>("d hidden", gh, want_gh, 1e-4);
-        assert_close::<2>("d weight", gw, want_gw, 1e-4);
+            Flex::logprob_head_backward(p(&hr), p(&wr), targets.into_primitive(), lse, g, fp32);
+        assert_close::<2>("bf16 d hidden", gh, want_gh, 1e-2);
+        assert_close::<2>("bf16 d weight", gw, want_gw, 1e-2);
     }
 }

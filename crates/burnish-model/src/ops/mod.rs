@@ -6,9 +6,14 @@
 //! generic over [`ModelBackend`], which gathers every op, so adding an op does not touch the
 //! bounds of every caller again.
 
+#[cfg(feature = "flex")]
+pub mod bf16_matmul;
+#[cfg(feature = "flex")]
+pub(crate) mod cpu_matmul;
 pub mod gelu;
 pub mod logprob_head;
 pub mod masked_softmax;
+pub mod matmul;
 pub mod norm;
 // Only the flex kernels use it; a build without flex (a GPU-only one) leaves it unused.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
@@ -19,12 +24,19 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 pub use gelu::{GeluOps, gelu_tanh};
 pub use logprob_head::{LogprobHeadOps, logprob_head};
 pub use masked_softmax::{MaskedSoftmaxOps, masked_softmax};
+pub use matmul::{MatmulOps, linear, matmul};
 pub use norm::{NormKind, NormOps, norm};
 
 /// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
-pub trait ModelBackend: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps {}
+pub trait ModelBackend:
+    Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps
+{
+}
 
-impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps> ModelBackend for B {}
+impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps> ModelBackend
+    for B
+{
+}
 
 /// A backend burnish trains on: autodiff over a [`ModelBackend`], itself one too.
 pub trait ModelAutodiffBackend: AutodiffBackend<InnerBackend: ModelBackend> + ModelBackend {}
@@ -43,7 +55,7 @@ mod cube {
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
     use burn_fusion::{Fusion, FusionBackend};
 
-    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, NormOps};
+    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, MatmulOps, NormOps};
 
     macro_rules! generic_bodies {
         ($($op:ident),*) => {$(
@@ -62,7 +74,7 @@ mod cube {
         )*};
     }
 
-    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps);
+    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps, MatmulOps);
 }
 
 /// What the ops' unit tests share.

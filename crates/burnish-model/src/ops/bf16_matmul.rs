@@ -1,0 +1,576 @@
+//! The bf16 matrix product of the CPU kernels: f32 matrices in, each element rounded to bf16
+//! (round to nearest even), products accumulated in f32, f32 out — what PyTorch's autocast does
+//! on a CPU.
+//!
+//! Three kernels, picked at run time ([`Bf16Kernel::best`]):
+//! - **AMX** (Intel Sapphire Rapids and later): 2x2 tiles of 16x16 f32 accumulators per 32x32
+//!   block of the output, `tdpbf16ps` over 32-wide slices of `k`. The tile instructions are
+//!   written as inline assembly (Rust's AMX intrinsics are unstable), and Linux hands out the
+//!   tile state only after `arch_prctl(ARCH_REQ_XCOMP_PERM)`, asked once per process.
+//! - **AVX512-BF16** (also AMD Zen 4 and later): `vdpbf16ps` on 8x32 register blocks.
+//! - **Portable**: the inputs rounded to bf16 and multiplied by the f32 kernel. A product of two
+//!   bf16 values is exact in f32, so this equals the others up to the order of the f32 sums.
+//!
+//! AMX and AVX512-BF16 share one packing: the left matrix as bf16 rows padded to a multiple of
+//! 32 in both dimensions, the right one in the "VNNI" layout the instructions read, pairs of
+//! consecutive `k` interleaved per column (`[k/2][n][2]`), padded the same way with zeros.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::cpu_matmul::{Matrix, f32_matmul_into};
+
+/// Rows and columns of the output block one kernel call computes, and the `k` step.
+const BLOCK: usize = 32;
+/// Output blocks down the rows that one rayon task computes against one column block: the
+/// task's share of the packed left matrix (256 rows) then stays in the core's L2 cache.
+const BLOCKS_PER_TASK: usize = 8;
+
+/// A bf16 matrix-product kernel of this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// Intel's Advanced Matrix Extensions (`amx_bf16`).
+    Amx,
+    /// AVX-512's bf16 dot products (`avx512_bf16`).
+    Avx512Bf16,
+    /// bf16 rounding, then the f32 kernel: any CPU.
+    Portable,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU runs (detected once).
+    pub fn best() -> Self {
+        static BEST: OnceLock<Bf16Kernel> = OnceLock::new();
+        *BEST.get_or_init(|| Self::available()[0])
+    }
+
+    /// Every kernel this CPU runs, fastest first; `Portable` always.
+    pub fn available() -> Vec<Self> {
+        let mut kernels = Vec::new();
+        if amx_available() {
+            kernels.push(Bf16Kernel::Amx);
+        }
+        if avx512_bf16_available() {
+            kernels.push(Bf16Kernel::Avx512Bf16);
+        }
+        kernels.push(Bf16Kernel::Portable);
+        kernels
+    }
+}
+
+/// Whether the CPU has AMX tiles with bf16 and the kernel let this process use them.
+fn amx_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static AMX: OnceLock<bool> = OnceLock::new();
+        *AMX.get_or_init(|| {
+            use std::arch::x86_64::{__cpuid, __cpuid_count};
+            // Leaf 7 is read only when the CPU reports it.
+            let leaf7 = __cpuid(0).eax >= 7 && (__cpuid_count(7, 0).edx >> 22) & 0b101 == 0b101;
+            if !leaf7 {
+                return false;
+            }
+            /// `arch_prctl` request for permission to use an extended state component.
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            /// The state component of the AMX tile data.
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a request about this process's own permissions; it touches no memory.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+fn avx512_bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), as its bits; NaN stays NaN.
+#[inline(always)]
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    if bits & 0x7fff_ffff > 0x7f80_0000 {
+        ((bits >> 16) as u16) | 0x0040
+    } else {
+        rounded as u16
+    }
+}
+
+/// `x` rounded to bf16 and back.
+#[inline(always)]
+pub(crate) fn round_bf16(x: f32) -> f32 {
+    f32::from_bits((to_bf16(x) as u32) << 16)
+}
+
+#[inline(always)]
+fn convert_body(src: &[f32], dst: &mut [u16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = to_bf16(x);
+    }
+}
+
+/// `dst[i] = to_bf16(src[i])`, vectorised with AVX-512 where the CPU has it.
+fn convert(src: &[f32], dst: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn avx512(src: &[f32], dst: &mut [u16]) {
+            convert_body(src, dst)
+        }
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: the CPU has the features the variant was compiled for.
+            return unsafe { avx512(src, dst) };
+        }
+    }
+    convert_body(src, dst)
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// The left matrix `[m, k]` as bf16 rows of `k_pad` (zero padded), `m_pad` of them.
+fn pack_lhs(a: Matrix, m_pad: usize, k_pad: usize) -> Vec<u16> {
+    let (m, k) = (a.rows, a.cols);
+    let mut out = vec![0u16; m_pad * k_pad];
+    out.par_chunks_mut(16 * k_pad)
+        .enumerate()
+        .for_each(|(group, chunk)| {
+            let i0 = group * 16;
+            let rows = 16.min(m.saturating_sub(i0));
+            if a.col_stride == 1 {
+                for r in 0..rows {
+                    let start = (i0 + r) * a.row_stride;
+                    convert(&a.data[start..start + k], &mut chunk[r * k_pad..r * k_pad + k]);
+                }
+            } else {
+                // A transposed view: read 16 rows at once, along the memory's rows.
+                for j in 0..k {
+                    for r in 0..rows {
+                        chunk[r * k_pad + j] = to_bf16(a.at(i0 + r, j));
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// The right matrix `[k, n]` in the VNNI layout `[k_pad / 2][n_pad][2]` (zero padded).
+fn pack_rhs(b: Matrix, k_pad: usize, n_pad: usize) -> Vec<u16> {
+    /// Pairs of `k` per rayon task.
+    const PAIRS: usize = 16;
+    let (k, n) = (b.rows, b.cols);
+    let mut out = vec![0u16; k_pad * n_pad];
+    out.par_chunks_mut(PAIRS * 2 * n_pad)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            let p0 = task * PAIRS;
+            let pairs = chunk.len() / (2 * n_pad);
+            if b.col_stride == 1 {
+                for p in 0..pairs {
+                    for q in 0..2 {
+                        let kk = 2 * (p0 + p) + q;
+                        if kk >= k {
+                            break;
+                        }
+                        let row = &b.data[kk * b.row_stride..kk * b.row_stride + n];
+                        let out_row = &mut chunk[p * 2 * n_pad..(p + 1) * 2 * n_pad];
+                        for (j, &x) in row.iter().enumerate() {
+                            out_row[2 * j + q] = to_bf16(x);
+                        }
+                    }
+                }
+            } else {
+                // Columns contiguous in memory (a transposed weight): read each column's run
+                // of `2 * PAIRS` values once.
+                let k_end = k.min(2 * (p0 + pairs));
+                for j in 0..n {
+                    for kk in 2 * p0..k_end {
+                        let (p, q) = (kk / 2 - p0, kk % 2);
+                        chunk[(p * n_pad + j) * 2 + q] = to_bf16(b.at(kk, j));
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// A pointer to the output that rayon tasks share; each writes its own blocks only.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: the tasks write disjoint blocks of the output (see `matmul_into`).
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// `dst = lhs @ rhs` (or `+=` when `accumulate`) with bf16 inputs and f32 accumulation, `dst`
+/// row-major `[lhs.rows, rhs.cols]`, on all cores, with `kernel` (which must be available).
+pub(crate) fn matmul_into(
+    dst: &mut [f32],
+    lhs: Matrix,
+    rhs: Matrix,
+    accumulate: bool,
+    kernel: Bf16Kernel,
+) {
+    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
+    assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if kernel == Bf16Kernel::Portable || k == 0 {
+        let round = |a: Matrix| -> Vec<f32> {
+            let mut out = Vec::with_capacity(a.rows * a.cols);
+            for i in 0..a.rows {
+                out.extend((0..a.cols).map(|j| round_bf16(a.at(i, j))));
+            }
+            out
+        };
+        let (a, b) = (round(lhs), round(rhs));
+        return f32_matmul_into(
+            dst,
+            Matrix::row_major(&a, m, k),
+            Matrix::row_major(&b, k, n),
+            accumulate,
+        );
+    }
+    let (m_pad, n_pad, k_pad) = (round_up(m, BLOCK), round_up(n, BLOCK), round_up(k, BLOCK));
+    let (a, b) = (pack_lhs(lhs, m_pad, k_pad), pack_rhs(rhs, k_pad, n_pad));
+    let (row_blocks, col_blocks) = (m_pad / BLOCK, n_pad / BLOCK);
+    let row_tasks = row_blocks.div_ceil(BLOCKS_PER_TASK);
+    let out = Output(dst.as_mut_ptr());
+    (0..col_blocks * row_tasks).into_par_iter().for_each(|task| {
+        let out = out;
+        let (col_block, row_task) = (task / row_tasks, task % row_tasks);
+        let j0 = col_block * BLOCK;
+        let mut tile = [0.0f32; BLOCK * BLOCK];
+        let first = row_task * BLOCKS_PER_TASK;
+        let blocks = first..row_blocks.min(first + BLOCKS_PER_TASK);
+        let b_panel = &b[j0 * 2..];
+        // SAFETY (both arms): the kernels read `BLOCK` packed rows of `a` from `i0` and the
+        // `BLOCK`-column panel of `b` from `j0` over `k_pad`, all inside the padded buffers,
+        // and write the 32x32 `tile`; the CPU has the instructions (`kernel` is available).
+        match kernel {
+            Bf16Kernel::Amx => unsafe {
+                amx::configure();
+                for block in blocks {
+                    let i0 = block * BLOCK;
+                    amx::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
+                    write_block(&tile, out, n, i0, j0, m, accumulate);
+                }
+                amx::release();
+            },
+            Bf16Kernel::Avx512Bf16 => unsafe {
+                for block in blocks {
+                    let i0 = block * BLOCK;
+                    avx512::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
+                    write_block(&tile, out, n, i0, j0, m, accumulate);
+                }
+            },
+            Bf16Kernel::Portable => unreachable!("handled above"),
+        }
+    });
+}
+
+/// Copies (or adds) the part of a 32x32 `tile` at `(i0, j0)` that lies inside the `[m, n]`
+/// output.
+fn write_block(
+    tile: &[f32; BLOCK * BLOCK],
+    out: Output,
+    n: usize,
+    i0: usize,
+    j0: usize,
+    m: usize,
+    accumulate: bool,
+) {
+    let rows = BLOCK.min(m - i0);
+    let cols = BLOCK.min(n - j0);
+    for r in 0..rows {
+        // SAFETY: row `i0 + r < m`, columns `j0..j0 + cols <= n`: inside `dst` (`m * n`), and
+        // only this task writes this block.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.0.add((i0 + r) * n + j0), cols) };
+        let src = &tile[r * BLOCK..r * BLOCK + cols];
+        if accumulate {
+            for (d, s) in row.iter_mut().zip(src) {
+                *d += s;
+            }
+        } else {
+            row.copy_from_slice(src);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! The AMX block kernel: tiles 0-3 accumulate the four 16x16 quarters of the 32x32 output
+    //! block, tiles 4-5 hold 16 rows x 32 `k` of the left matrix, tiles 6-7 16 pairs of `k` x
+    //! 16 columns of the right one.
+
+    use std::arch::asm;
+
+    use super::BLOCK;
+
+    /// The tile configuration `ldtilecfg` reads (palette 1): 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    /// Configures tiles 0-7 as 16 rows of 64 bytes on this thread.
+    ///
+    /// # Safety
+    /// The CPU has AMX and the process has been granted the tile state.
+    pub unsafe fn configure() {
+        let mut config = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
+        for t in 0..8 {
+            config.bytes_per_row[t] = 64;
+            config.rows[t] = 16;
+        }
+        // SAFETY: the caller guarantees AMX; the config is a valid palette-1 layout.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+    }
+
+    /// Releases this thread's tile state.
+    ///
+    /// # Safety
+    /// As [`configure`].
+    pub unsafe fn release() {
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    /// `tile = a[0..32, ..] @ b[.., 0..32]` over the packed buffers.
+    ///
+    /// # Safety
+    /// Tiles configured by [`configure`] on this thread; `a` holds 32 rows of `k_pad`, `b` the
+    /// VNNI panel (`k_pad / 2` rows of stride `2 * n_pad`, 32 columns from its start).
+    pub unsafe fn block(
+        a: &[u16],
+        b: &[u16],
+        k_pad: usize,
+        n_pad: usize,
+        tile: &mut [f32; BLOCK * BLOCK],
+    ) {
+        debug_assert!(a.len() >= 31 * k_pad + k_pad && b.len() >= (k_pad / 2 - 1) * 2 * n_pad + 64);
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        let a_stride = k_pad * 2;
+        let b_stride = n_pad * 4;
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for kk in (0..k_pad).step_by(BLOCK) {
+                let a0 = a.add(kk);
+                let a1 = a.add(16 * k_pad + kk);
+                let b0 = b.add(kk * n_pad);
+                let b1 = b0.add(32);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa} * 1]",
+                    "tileloadd tmm5, [{a1} + {sa} * 1]",
+                    "tileloadd tmm6, [{b0} + {sb} * 1]",
+                    "tileloadd tmm7, [{b1} + {sb} * 1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a1,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b1,
+                    sa = in(reg) a_stride,
+                    sb = in(reg) b_stride,
+                    options(nostack, readonly)
+                );
+            }
+            let c = tile.as_mut_ptr();
+            asm!(
+                "tilestored [{c0} + {s} * 1], tmm0",
+                "tilestored [{c1} + {s} * 1], tmm1",
+                "tilestored [{c2} + {s} * 1], tmm2",
+                "tilestored [{c3} + {s} * 1], tmm3",
+                c0 = in(reg) c,
+                c1 = in(reg) c.add(16),
+                c2 = in(reg) c.add(16 * BLOCK),
+                c3 = in(reg) c.add(16 * BLOCK + 16),
+                s = in(reg) BLOCK * 4,
+                options(nostack)
+            );
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! The AVX512-BF16 block kernel: 8 rows x 32 columns of the output in 16 registers, each
+    //! `vdpbf16ps` adding one pair of `k` for 16 columns.
+
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// Rows of the register block.
+    const ROWS: usize = 8;
+
+    /// `tile = a[0..32, ..] @ b[.., 0..32]` over the packed buffers.
+    ///
+    /// # Safety
+    /// The CPU has AVX512F and AVX512-BF16; the buffers as for the AMX kernel.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn block(
+        a: &[u16],
+        b: &[u16],
+        k_pad: usize,
+        n_pad: usize,
+        tile: &mut [f32; BLOCK * BLOCK],
+    ) {
+        debug_assert!(a.len() >= BLOCK * k_pad && b.len() >= (k_pad / 2 - 1) * 2 * n_pad + 64);
+        let (a, b) = (a.as_ptr(), b.as_ptr());
+        for r0 in (0..BLOCK).step_by(ROWS) {
+            let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+            for p in 0..k_pad / 2 {
+                // SAFETY: inside the packed buffers (see the caller).
+                unsafe {
+                    let row = b.add(p * 2 * n_pad);
+                    let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.cast()));
+                    let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.add(32).cast()));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let pair = a.add((r0 + r) * k_pad + 2 * p).cast::<i32>().read_unaligned();
+                        let pair: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                        acc[0] = _mm512_dpbf16_ps(acc[0], pair, b0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], pair, b1);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let out = tile[(r0 + r) * BLOCK..].as_mut_ptr();
+                // SAFETY: 32 floats of row `r0 + r` of the tile.
+                unsafe {
+                    _mm512_storeu_ps(out, acc[0]);
+                    _mm512_storeu_ps(out.add(16), acc[1]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod amx {
+    pub unsafe fn configure() {}
+    pub unsafe fn release() {}
+    pub unsafe fn block(_: &[u16], _: &[u16], _: usize, _: usize, _: &mut [f32; 1024]) {
+        unreachable!("AMX is x86-64 only")
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    pub unsafe fn block(_: &[u16], _: &[u16], _: usize, _: usize, _: &mut [f32; 1024]) {
+        unreachable!("AVX-512 is x86-64 only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values of both signs and several magnitudes.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state % 20_001) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The product of the bf16-rounded inputs in f64, and the sum of |terms| per element (the
+    /// scale of f32 accumulation error).
+    fn reference(a: Matrix, b: Matrix) -> (Vec<f64>, Vec<f64>) {
+        let (m, n, k) = (a.rows, b.cols, a.cols);
+        let mut want = vec![0.0f64; m * n];
+        let mut scale = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    let t = round_bf16(a.at(i, p)) as f64 * round_bf16(b.at(p, j)) as f64;
+                    want[i * n + j] += t;
+                    scale[i * n + j] += t.abs();
+                }
+            }
+        }
+        (want, scale)
+    }
+
+    #[test]
+    fn rounding_matches_half() {
+        for x in values(10_000, 3)
+            .into_iter()
+            .map(|x| x * 1e3)
+            .chain([0.0, -0.0, 1.0 + f32::EPSILON, f32::MAX, f32::INFINITY, f32::MIN_POSITIVE])
+        {
+            assert_eq!(to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x}");
+        }
+        assert!(round_bf16(f32::NAN).is_nan());
+    }
+
+    /// Every kernel this CPU runs equals the f64 product of the bf16-rounded inputs within f32
+    /// accumulation error, on shapes that are not multiples of the block, on transposed views,
+    /// and when accumulating into the output.
+    #[test]
+    fn every_kernel_equals_the_rounded_reference() {
+        let kernels = Bf16Kernel::available();
+        eprintln!("bf16 kernels on this CPU: {kernels:?}");
+        for &(m, k, n) in &[(37, 45, 70), (1, 576, 33), (64, 32, 32), (130, 200, 3)] {
+            let a_data = values(m * k, 1);
+            let b_data = values(k * n, 2);
+            // Row-major and transposed views of the same matrices.
+            let a_t: Vec<f32> = (0..k * m).map(|x| a_data[(x % m) * k + x / m]).collect();
+            let b_t: Vec<f32> = (0..n * k).map(|x| b_data[(x % k) * n + x / k]).collect();
+            let views = [
+                (Matrix::row_major(&a_data, m, k), Matrix::row_major(&b_data, k, n)),
+                (Matrix::row_major(&a_t, k, m).t(), Matrix::row_major(&b_t, n, k).t()),
+            ];
+            for (a, b) in views {
+                let (want, scale) = reference(a, b);
+                for &kernel in &kernels {
+                    let mut got = vec![0.5f32; m * n];
+                    matmul_into(&mut got, a, b, true, kernel);
+                    for i in 0..m * n {
+                        let err = (got[i] as f64 - 0.5 - want[i]).abs();
+                        assert!(
+                            err <= 1e-6 * (scale[i] + 1.0),
+                            "{kernel:?} {m}x{k}x{n} at {i}: {} vs {}",
+                            got[i] - 0.5,
+                            want[i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The matrix product of the linear layers, `x [n, d_in] @ weight [d_in, d_out]`, in the
+//! model's [`Precision`], with its own backward: `dx = grad @ weight^T` and
+//! `dweight = x^T @ grad`, each computed only when its input needs a gradient (a frozen base
+//! weight under LoRA costs no `dweight` product) and both in the same precision as the forward.
+//!
+//! The generic body is burn's `matmul` (fp32) or the same on bf16 casts of the inputs (bf16,
+//! what the GPU backends run: burn's bf16 element type, output rounded to bf16 as autocast's
+//! is); flex runs `cpu_matmul::matmul_into` (the `gemm` crate in fp32, the AMX / AVX512-BF16
+//! kernels in bf16, f32 output); `Autodiff<B>` records the backward.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::nn::Linear;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+
+use crate::precision::Precision;
+
+/// The linear layers' matrix product as a backend extension. The defaults are the generic
+/// bodies.
+pub trait MatmulOps: Backend {
+    /// `x [n, k] @ weight [k, m] -> [n, m]` in `precision`.
+    fn matmul_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        precision: Precision,
+    ) -> FloatTensor<Self> {
+        generic_matmul::<Self>(x, weight, precision)
+    }
+
+    /// `(grad @ weight^T, x^T @ grad)` for `grad [n, m]`, each only when asked for.
+    fn matmul_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        precision: Precision,
+        want: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        let t = |w: FloatTensor<Self>| float::<Self>(w).transpose().into_primitive().tensor();
+        [
+            want[0].then(|| generic_matmul::<Self>(grad.clone(), t(weight), precision)),
+            want[1].then(|| generic_matmul::<Self>(t(x), grad, precision)),
+        ]
+    }
+}
+
+fn float<B: Backend>(t: FloatTensor<B>) -> Tensor<B, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The generic body: burn's matmul, on bf16 casts of the inputs in bf16.
+fn generic_matmul<B: Backend>(
+    lhs: FloatTensor<B>,
+    rhs: FloatTensor<B>,
+    precision: Precision,
+) -> FloatTensor<B> {
+    plain_product(float::<B>(lhs), float::<B>(rhs), precision)
+        .into_primitive()
+        .tensor()
+}
+
+/// `lhs @ rhs` in plain tensor ops, in `precision` (bf16: on bf16 casts, the output cast back):
+/// the generic bodies of the ops that multiply matrices.
+pub(crate) fn plain_product<B: Backend>(
+    lhs: Tensor<B, 2>,
+    rhs: Tensor<B, 2>,
+    precision: Precision,
+) -> Tensor<B, 2> {
+    match precision {
+        Precision::Fp32 => lhs.matmul(rhs),
+        Precision::Bf16 => {
+            let dtype = lhs.dtype();
+            lhs.cast(FloatDType::BF16)
+                .matmul(rhs.cast(FloatDType::BF16))
+                .cast(dtype)
+        }
+    }
+}
+
+/// `x [n, k] @ weight [k, m]` in `precision`, through the op (differentiable on `Autodiff<B>`).
+pub fn matmul<B: MatmulOps>(x: Tensor<B, 2>, weight: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
+    float(B::matmul_forward(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        precision,
+    ))
+}
+
+/// A linear layer applied to the last axis of `x` (`[..., d_in] -> [..., d_out]`), its product
+/// through [`matmul`] in `precision`, its bias (if any) added in f32.
+pub fn linear<B: MatmulOps, const D: usize>(
+    layer: &Linear<B>,
+    x: Tensor<B, D>,
+    precision: Precision,
+) -> Tensor<B, D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product();
+    let weight = layer.weight.val();
+    let d_out = weight.dims()[1];
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let y = matmul(x.reshape([rows, d_in]), weight, precision).reshape(out_dims);
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<D>(),
+        None => y,
+    }
+}
+
+#[derive(Debug)]
+struct MatmulBackward;
+
+impl<B: MatmulOps> Backward<B, 2> for MatmulBackward {
+    /// (x's node, weight's node, precision).
+    type State = (NodeId, NodeId, Precision);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_weight] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, weight_id, precision) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
+        let weight: FloatTensor<B> = checkpointer.retrieve_node_output(weight_id);
+        let want = [node_x.is_some(), node_weight.is_some()];
+        let [dx, dweight] = B::matmul_backward(x, weight, grad, precision, want);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<B>(node.id, dx);
+        }
+        if let (Some(node), Some(dweight)) = (node_weight, dweight) {
+            grads.register::<B>(node.id, dweight);
+        }
+    }
+}
+
+impl<B: MatmulOps, C: CheckpointStrategy> MatmulOps for Autodiff<B, C> {
+    fn matmul_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        precision: Precision,
+    ) -> FloatTensor<Self> {
+        match MatmulBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let weight_state = prep.checkpoint(&weight);
+                let out = B::matmul_forward(x.primitive, weight.primitive, precision);
+                prep.finish((x_state, weight_state, precision), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::matmul_forward(x.primitive, weight.primitive, precision))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+    use burn::tensor::TensorData;
+    use burn::tensor::ops::FloatTensor;
+
+    use super::MatmulOps;
+    use crate::ops::cpu_matmul::{Matrix, matmul_into};
+    use crate::precision::Precision;
+
+    /// `lhs @ rhs` with the CPU kernel, or `None` when a view is not one it takes.
+    fn product(lhs: &FlexTensor, rhs: &FlexTensor, transpose: [bool; 2], precision: Precision) -> Option<FlexTensor> {
+        let (mut a, mut b) = (Matrix::of(lhs)?, Matrix::of(rhs)?);
+        if transpose[0] {
+            a = a.t();
+        }
+        if transpose[1] {
+            b = b.t();
+        }
+        if a.cols != b.rows {
+            return None;
+        }
+        let mut out = vec![0.0f32; a.rows * b.cols];
+        matmul_into(&mut out, a, b, false, precision);
+        Some(FlexTensor::from_data(TensorData::new(out, [a.rows, b.cols])))
+    }
+
+    impl MatmulOps for Flex {
+        fn matmul_forward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            precision: Precision,
+        ) -> FloatTensor<Self> {
+            match product(&x, &weight, [false, false], precision) {
+                Some(y) => y,
+                None => super::generic_matmul::<Self>(x, weight, precision),
+            }
+        }
+
+        fn matmul_backward(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+            precision: Precision,
+            want: [bool; 2],
+        ) -> [Option<FloatTensor<Self>>; 2] {
+            let dx = want[0].then(|| {
+                product(&grad, &weight, [false, true], precision).unwrap_or_else(|| {
+                    let wt = super::float::<Self>(weight.clone()).transpose();
+                    super::generic_matmul::<Self>(grad.clone(), wt.into_primitive().tensor(), precision)
+                })
+            });
+            let dweight = want[1].then(|| {
+                product(&x, &grad, [true, false], precision).unwrap_or_else(|| {
+                    let xt = super::float::<Self>(x.clone()).transpose();
+                    super::generic_matmul::<Self>(xt.into_primitive().tensor(), grad.clone(), precision)
+                })
+            });
+            [dx, dweight]
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::{Distribution, Tensor, TensorData};
+
+    use super::matmul;
+    use crate::ops::bf16_matmul::round_bf16;
+    use crate::ops::test_support::{host, max_diff};
+    use crate::precision::Precision;
+
+    type Ad = Autodiff<Flex>;
+
+    /// Value and gradients of `sum(coeff * matmul(x, w))` through the op in `precision`, or
+    /// through burn's plain matmul when `precision` is `None`.
+    fn run(
+        x: &Tensor<Ad, 2>,
+        w: &Tensor<Ad, 2>,
+        coeff: &Tensor<Ad, 2>,
+        precision: Option<Precision>,
+    ) -> [Vec<f32>; 3] {
+        let (x, w) = (x.clone().detach().require_grad(), w.clone().detach().require_grad());
+        let y = match precision {
+            Some(p) => matmul(x.clone(), w.clone(), p),
+            None => x.clone().matmul(w.clone()),
+        };
+        let grads = (y.clone() * coeff.clone()).sum().backward();
+        [host(y.inner()), host(x.grad(&grads).unwrap()), host(w.grad(&grads).unwrap())]
+    }
+
+    fn random(shape: [usize; 2]) -> Tensor<Ad, 2> {
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+    }
+
+    /// fp32: the op equals burn's matmul in value and both gradients (1e-4 relative), also on
+    /// a transposed (strided) input.
+    #[test]
+    fn fp32_matmul_equals_burn_matmul() {
+        let (x, w, coeff) = (random([37, 70]), random([45, 70]).transpose(), random([37, 45]));
+        let got = run(&x, &w, &coeff, Some(Precision::Fp32));
+        let want = run(&x, &w, &coeff, None);
+        for (g, w) in got.iter().zip(&want) {
+            let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert!(max_diff(g, w) <= 1e-4 * scale, "{} (scale {scale})", max_diff(g, w));
+        }
+    }
+
+    /// bf16: the op equals burn's f32 matmul on bf16-rounded inputs (forward, and each
+    /// backward product on its rounded inputs), within f32 accumulation error.
+    #[test]
+    fn bf16_matmul_equals_f32_on_rounded_inputs() {
+        let (x, w, coeff) = (random([37, 70]), random([70, 45]), random([37, 45]));
+        let [y, dx, dw] = run(&x, &w, &coeff, Some(Precision::Bf16));
+        let round = |t: &Tensor<Ad, 2>| {
+            let values: Vec<f32> = host(t.clone().inner()).into_iter().map(round_bf16).collect();
+            Tensor::<Flex, 2>::from_data(TensorData::new(values, t.dims()), &Default::default())
+        };
+        let (xr, wr, cr) = (round(&x), round(&w), round(&coeff));
+        let want_y = host(xr.clone().matmul(wr.clone()));
+        let want_dx = host(cr.clone().matmul(wr.transpose()));
+        let want_dw = host(xr.transpose().matmul(cr));
+        for (got, want) in [(y, want_y), (dx, want_dx), (dw, want_dw)] {
+            assert!(max_diff(&got, &want) < 1e-4, "{}", max_diff(&got, &want));
+        }
+    }
+}
