@@ -26,7 +26,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burnish::data::{Collator, TokenizedPair, load_tokenizer};
-use burnish::model::{CausalLm, ModelConfig};
+use burnish::model::{CausalLm, ModelConfig, Precision};
 use burnish::train::config::TrainingConfig;
 use burnish::train::objectives::{PreferenceObjective, precompute_reference, reference_batch_size};
 use burnish::train::trainer::{RunOptions, train};
@@ -45,6 +45,7 @@ struct Args {
     steps: usize,
     quick: bool,
     peers: usize,
+    precision: Precision,
 }
 
 fn parse_args() -> Args {
@@ -53,6 +54,7 @@ fn parse_args() -> Args {
         steps: 8,
         quick: false,
         peers: 1,
+        precision: Precision::Fp32,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -60,6 +62,13 @@ fn parse_args() -> Args {
             "--model" => args.model = it.next().expect("--model NAME"),
             "--steps" => args.steps = it.next().and_then(|s| s.parse().ok()).expect("--steps N"),
             "--quick" => args.quick = true,
+            "--precision" => {
+                args.precision = match it.next().as_deref() {
+                    Some("bf16") => Precision::Bf16,
+                    Some("fp32") => Precision::Fp32,
+                    _ => panic!("--precision fp32|bf16"),
+                }
+            }
             "--peers" => {
                 args.peers = it
                     .next()
@@ -204,7 +213,7 @@ fn main() {
     let mut pairs: Vec<TokenizedPair> = all.iter().cycle().take(n).cloned().collect();
     let collator = Collator::new(GPT2_EOS % config.vocab_size as u32);
 
-    let policy = CausalLm::<B>::init(&config, &device);
+    let policy = CausalLm::<B>::init(&config, &device).with_precision(args.precision);
     let parameters = policy.num_params();
     let reference: CausalLm<Flex> = policy.valid();
 
@@ -269,6 +278,7 @@ fn main() {
             "workload": "W1",
             "model": if args.quick { "quick" } else { args.model.as_str() },
             "backend": "flex",
+            "precision": args.precision.name(),
             "threads": rayon::current_num_threads(),
             "steps": steps.len(),
             "tokens_per_step": tokens_per_step,

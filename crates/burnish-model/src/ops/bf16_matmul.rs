@@ -140,78 +140,156 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-/// The left matrix `[m, k]` as bf16 rows of `k_pad` (zero padded), `m_pad` of them.
-fn pack_lhs(a: Matrix, m_pad: usize, k_pad: usize) -> Vec<u16> {
+/// The left matrix `[m, k]` as bf16 rows of `k_pad` (zero padded), `m_pad` of them, into
+/// `out`.
+fn pack_lhs(a: Matrix, m_pad: usize, k_pad: usize, out: &mut Vec<u16>) {
     let (m, k) = (a.rows, a.cols);
-    let mut out = vec![0u16; m_pad * k_pad];
+    out.clear();
+    out.resize(m_pad * k_pad, 0);
     out.par_chunks_mut(16 * k_pad)
         .enumerate()
         .for_each(|(group, chunk)| {
             let i0 = group * 16;
             let rows = 16.min(m.saturating_sub(i0));
+            if rows == 0 {
+                return;
+            }
             if a.col_stride == 1 {
                 for r in 0..rows {
                     let start = (i0 + r) * a.row_stride;
                     convert(&a.data[start..start + k], &mut chunk[r * k_pad..r * k_pad + k]);
                 }
-            } else {
-                // A transposed view: read 16 rows at once, along the memory's rows.
+            } else if a.row_stride == 1 {
+                // A transposed view: each of the group's `k` columns is a run of `rows`
+                // values in memory, read once.
                 for j in 0..k {
-                    for r in 0..rows {
+                    let start = j * a.col_stride + i0;
+                    for (r, &x) in a.data[start..start + rows].iter().enumerate() {
+                        chunk[r * k_pad + j] = to_bf16(x);
+                    }
+                }
+            } else {
+                for r in 0..rows {
+                    for j in 0..k {
                         chunk[r * k_pad + j] = to_bf16(a.at(i0 + r, j));
                     }
                 }
             }
         });
-    out
 }
 
-/// The right matrix `[k, n]` in the VNNI layout `[k_pad / 2][n_pad][2]` (zero padded).
-fn pack_rhs(b: Matrix, k_pad: usize, n_pad: usize) -> Vec<u16> {
+/// The right matrix `[k, n]` in the VNNI layout `[k_pad / 2][n_pad][2]` (zero padded), into
+/// `out`.
+fn pack_rhs(b: Matrix, k_pad: usize, n_pad: usize, out: &mut Vec<u16>) {
     /// Pairs of `k` per rayon task.
     const PAIRS: usize = 16;
     let (k, n) = (b.rows, b.cols);
-    let mut out = vec![0u16; k_pad * n_pad];
+    out.clear();
+    out.resize(k_pad * n_pad, 0);
     out.par_chunks_mut(PAIRS * 2 * n_pad)
         .enumerate()
         .for_each(|(task, chunk)| {
-            let p0 = task * PAIRS;
-            let pairs = chunk.len() / (2 * n_pad);
+            let k0 = 2 * task * PAIRS;
+            let k_end = k.min(k0 + chunk.len() / n_pad);
+            if k0 >= k_end {
+                return;
+            }
             if b.col_stride == 1 {
-                for p in 0..pairs {
-                    for q in 0..2 {
-                        let kk = 2 * (p0 + p) + q;
-                        if kk >= k {
-                            break;
-                        }
-                        let row = &b.data[kk * b.row_stride..kk * b.row_stride + n];
-                        let out_row = &mut chunk[p * 2 * n_pad..(p + 1) * 2 * n_pad];
-                        for (j, &x) in row.iter().enumerate() {
-                            out_row[2 * j + q] = to_bf16(x);
-                        }
+                for kk in k0..k_end {
+                    let (p, q) = ((kk - k0) / 2, kk % 2);
+                    let row = &b.data[kk * b.row_stride..kk * b.row_stride + n];
+                    let out_row = &mut chunk[p * 2 * n_pad..(p * 2 + 2) * n_pad];
+                    for (pair, &x) in out_row.chunks_exact_mut(2).zip(row) {
+                        pair[q] = to_bf16(x);
+                    }
+                }
+            } else if b.row_stride == 1 {
+                // Columns contiguous in memory (a transposed weight): each column's run of
+                // `2 * PAIRS` values is read once.
+                for j in 0..n {
+                    let start = j * b.col_stride;
+                    for (t, &x) in b.data[start + k0..start + k_end].iter().enumerate() {
+                        chunk[((t / 2) * n_pad + j) * 2 + t % 2] = to_bf16(x);
                     }
                 }
             } else {
-                // Columns contiguous in memory (a transposed weight): read each column's run
-                // of `2 * PAIRS` values once.
-                let k_end = k.min(2 * (p0 + pairs));
-                for j in 0..n {
-                    for kk in 2 * p0..k_end {
-                        let (p, q) = (kk / 2 - p0, kk % 2);
-                        chunk[(p * n_pad + j) * 2 + q] = to_bf16(b.at(kk, j));
+                for kk in k0..k_end {
+                    for j in 0..n {
+                        chunk[(((kk - k0) / 2) * n_pad + j) * 2 + kk % 2] = to_bf16(b.at(kk, j));
                     }
                 }
             }
         });
-    out
 }
 
-/// A pointer to the output that rayon tasks share; each writes its own blocks only.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-// SAFETY: the tasks write disjoint blocks of the output (see `matmul_into`).
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
+thread_local! {
+    /// Packing buffers this thread has finished with, kept so that the next products reuse
+    /// mapped memory instead of faulting in fresh pages.
+    static SPARE: std::cell::RefCell<Vec<Vec<u16>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare buffers kept per thread: the two operands of a product and one prepared operand.
+const SPARES: usize = 3;
+
+fn take_buffer() -> Vec<u16> {
+    SPARE.with(|spare| spare.borrow_mut().pop().unwrap_or_default())
+}
+
+fn give_back(buffer: Vec<u16>) {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARES {
+            spare.push(buffer);
+        }
+    });
+}
+
+/// The right operand of bf16 products, converted once for any number of left operands (the
+/// output head multiplies every chunk of positions by the same weight).
+pub(crate) enum PackedRhs {
+    /// Rounded to bf16 values in f32, for the portable kernel: `[k, n]` row-major.
+    Rounded { data: Vec<f32>, k: usize, n: usize },
+    /// In the VNNI layout of the AMX and AVX512-BF16 kernels.
+    Vnni { data: Vec<u16>, k: usize, n: usize, k_pad: usize, n_pad: usize },
+}
+
+impl PackedRhs {
+    /// `rhs [k, n]` prepared for `kernel`.
+    pub fn new(rhs: Matrix, kernel: Bf16Kernel) -> Self {
+        let (k, n) = (rhs.rows, rhs.cols);
+        assert!(rhs.in_bounds());
+        if kernel == Bf16Kernel::Portable || k == 0 {
+            return PackedRhs::Rounded { data: rounded(rhs), k, n };
+        }
+        let (k_pad, n_pad) = (round_up(k, BLOCK), round_up(n, BLOCK));
+        let mut data = take_buffer();
+        pack_rhs(rhs, k_pad, n_pad, &mut data);
+        PackedRhs::Vnni { data, k, n, k_pad, n_pad }
+    }
+
+    fn shape(&self) -> (usize, usize) {
+        match *self {
+            PackedRhs::Rounded { k, n, .. } | PackedRhs::Vnni { k, n, .. } => (k, n),
+        }
+    }
+}
+
+impl Drop for PackedRhs {
+    fn drop(&mut self) {
+        if let PackedRhs::Vnni { data, .. } = self {
+            give_back(std::mem::take(data));
+        }
+    }
+}
+
+/// A matrix's elements rounded to bf16, row-major.
+fn rounded(a: Matrix) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.rows * a.cols);
+    for i in 0..a.rows {
+        out.extend((0..a.cols).map(|j| round_bf16(a.at(i, j))));
+    }
+    out
+}
 
 /// `dst = lhs @ rhs` (or `+=` when `accumulate`) with bf16 inputs and f32 accumulation, `dst`
 /// row-major `[lhs.rows, rhs.cols]`, on all cores, with `kernel` (which must be available).
@@ -222,29 +300,61 @@ pub(crate) fn matmul_into(
     accumulate: bool,
     kernel: Bf16Kernel,
 ) {
-    let (m, n, k) = (lhs.rows, rhs.cols, lhs.cols);
-    assert!(rhs.rows == k && dst.len() >= m * n && lhs.in_bounds() && rhs.in_bounds());
+    matmul_packed(dst, lhs, &PackedRhs::new(rhs, kernel), accumulate, kernel);
+}
+
+/// [`matmul_into`] with the right operand already prepared for `kernel`.
+pub(crate) fn matmul_packed(
+    dst: &mut [f32],
+    lhs: Matrix,
+    rhs: &PackedRhs,
+    accumulate: bool,
+    kernel: Bf16Kernel,
+) {
+    let (k, n) = rhs.shape();
+    let m = lhs.rows;
+    assert!(lhs.cols == k && dst.len() >= m * n && lhs.in_bounds());
     if m == 0 || n == 0 {
         return;
     }
-    if kernel == Bf16Kernel::Portable || k == 0 {
-        let round = |a: Matrix| -> Vec<f32> {
-            let mut out = Vec::with_capacity(a.rows * a.cols);
-            for i in 0..a.rows {
-                out.extend((0..a.cols).map(|j| round_bf16(a.at(i, j))));
-            }
-            out
-        };
-        let (a, b) = (round(lhs), round(rhs));
-        return f32_matmul_into(
-            dst,
-            Matrix::row_major(&a, m, k),
-            Matrix::row_major(&b, k, n),
-            accumulate,
-        );
+    match rhs {
+        PackedRhs::Rounded { data, .. } => {
+            let a = rounded(lhs);
+            f32_matmul_into(
+                dst,
+                Matrix::row_major(&a, m, k),
+                Matrix::row_major(data, k, n),
+                accumulate,
+            );
+        }
+        PackedRhs::Vnni { data, k_pad, n_pad, .. } => {
+            assert!(kernel != Bf16Kernel::Portable, "a packed operand needs a packed kernel");
+            let mut a = take_buffer();
+            pack_lhs(lhs, round_up(m, BLOCK), *k_pad, &mut a);
+            packed_product(dst, &a, data, [m, n, *k_pad, *n_pad], accumulate, kernel);
+            give_back(a);
+        }
     }
-    let (m_pad, n_pad, k_pad) = (round_up(m, BLOCK), round_up(n, BLOCK), round_up(k, BLOCK));
-    let (a, b) = (pack_lhs(lhs, m_pad, k_pad), pack_rhs(rhs, k_pad, n_pad));
+}
+
+/// A pointer to the output that rayon tasks share; each writes its own blocks only.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: the tasks write disjoint blocks of the output (see `matmul_into`).
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// The product of the packed operands into `dst` (`[m, n]`), one rayon task per column block
+/// and run of row blocks.
+fn packed_product(
+    dst: &mut [f32],
+    a: &[u16],
+    b: &[u16],
+    [m, n, k_pad, n_pad]: [usize; 4],
+    accumulate: bool,
+    kernel: Bf16Kernel,
+) {
+    let m_pad = a.len() / k_pad;
     let (row_blocks, col_blocks) = (m_pad / BLOCK, n_pad / BLOCK);
     let row_tasks = row_blocks.div_ceil(BLOCKS_PER_TASK);
     let out = Output(dst.as_mut_ptr());

@@ -5,7 +5,7 @@
 
 use crate::precision::Precision;
 
-use super::bf16_matmul::{self, Bf16Kernel};
+use super::bf16_matmul::{self, Bf16Kernel, PackedRhs};
 
 /// A view of a 2-D f32 matrix in memory, any non-negative strides.
 #[derive(Clone, Copy)]
@@ -101,6 +101,35 @@ pub(crate) fn matmul_into(
     match precision {
         Precision::Fp32 => f32_matmul_into(dst, lhs, rhs, accumulate),
         Precision::Bf16 => bf16_matmul::matmul_into(dst, lhs, rhs, accumulate, Bf16Kernel::best()),
+    }
+}
+
+/// A right operand prepared once for several products in one precision (bf16 converts and
+/// packs it once).
+pub(crate) enum PreparedRhs<'a> {
+    /// fp32: the matrix as it is.
+    F32(Matrix<'a>),
+    /// bf16: converted for this CPU's kernel.
+    Bf16(PackedRhs),
+}
+
+impl<'a> PreparedRhs<'a> {
+    /// `rhs` prepared for products in `precision`.
+    pub fn new(rhs: Matrix<'a>, precision: Precision) -> Self {
+        match precision {
+            Precision::Fp32 => PreparedRhs::F32(rhs),
+            Precision::Bf16 => PreparedRhs::Bf16(PackedRhs::new(rhs, Bf16Kernel::best())),
+        }
+    }
+
+    /// `dst = lhs @ self` (or `+=` when `accumulate`), as [`matmul_into`].
+    pub fn multiply(&self, dst: &mut [f32], lhs: Matrix, accumulate: bool) {
+        match self {
+            PreparedRhs::F32(rhs) => f32_matmul_into(dst, lhs, *rhs, accumulate),
+            PreparedRhs::Bf16(rhs) => {
+                bf16_matmul::matmul_packed(dst, lhs, rhs, accumulate, Bf16Kernel::best())
+            }
+        }
     }
 }
 

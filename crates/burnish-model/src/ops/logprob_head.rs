@@ -244,7 +244,7 @@ mod flex {
     use rayon::prelude::*;
 
     use super::LogprobHeadOps;
-    use crate::ops::cpu_matmul::{Matrix, matmul_into};
+    use crate::ops::cpu_matmul::{Matrix, PreparedRhs, matmul_into};
     use crate::ops::simd;
     use crate::precision::Precision;
 
@@ -253,7 +253,8 @@ mod flex {
     const CHUNK_ROWS: usize = 256;
 
     /// Calls `f(start, rows, logits)` for each chunk of [`CHUNK_ROWS`] positions, `logits`
-    /// holding that chunk's `hidden_c @ weight^T` (`[rows, vocab]`, one buffer reused).
+    /// holding that chunk's `hidden_c @ weight^T` (`[rows, vocab]`, one buffer reused; the
+    /// weight prepared for `precision` once).
     fn for_each_chunk(
         h: Matrix,
         w: Matrix,
@@ -261,11 +262,12 @@ mod flex {
         mut f: impl FnMut(usize, usize, &mut [f32]),
     ) {
         let (n, vocab) = (h.rows, w.rows);
+        let weight_t = PreparedRhs::new(w.t(), precision);
         let mut buffer = vec![0.0f32; CHUNK_ROWS.min(n.max(1)) * vocab];
         for start in (0..n).step_by(CHUNK_ROWS) {
             let rows = CHUNK_ROWS.min(n - start);
             let logits = &mut buffer[..rows * vocab];
-            matmul_into(logits, h.rows(start, rows), w.t(), false, precision);
+            weight_t.multiply(logits, h.rows(start, rows), false);
             f(start, rows, logits);
         }
     }
@@ -371,6 +373,7 @@ mod flex {
             let (n, vocab, d) = (h.rows, w.rows, h.cols);
             let mut grad_hidden = vec![0.0f32; n * d];
             let mut grad_weight = vec![0.0f32; vocab * d];
+            let weight = PreparedRhs::new(w, precision);
             for_each_chunk(h, w, precision, |start, rows, dlogits| {
                 dlogits
                     .par_chunks_mut(vocab)
@@ -383,7 +386,7 @@ mod flex {
                     });
                 let dlogits = Matrix::row_major(dlogits, rows, vocab);
                 // d hidden_c [rows, d] = dlogits [rows, vocab] @ weight [vocab, d]
-                matmul_into(&mut grad_hidden[start * d..], dlogits, w, false, precision);
+                weight.multiply(&mut grad_hidden[start * d..], dlogits, false);
                 // d weight [vocab, d] += dlogits^T [vocab, rows] @ hidden_c [rows, d]
                 matmul_into(
                     &mut grad_weight,
