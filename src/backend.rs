@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burnish_model::{ModelAutodiffBackend, ModelBackend};
+use burnish_model::{ModelAutodiffBackend, ModelBackend, Precision};
 
 /// Where tensors live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,6 +20,32 @@ pub enum DeviceKind {
     Wgpu,
     /// An NVIDIA GPU through CUDA.
     Cuda,
+}
+
+impl DeviceKind {
+    /// The precision a run on this device uses when the user does not choose: bf16 on a CPU
+    /// that multiplies bf16 natively (as TRL's default `bf16=True`), fp32 elsewhere (the GPU
+    /// backends' bf16 path has not been measured on a GPU yet).
+    pub fn default_precision(self) -> Precision {
+        match self {
+            DeviceKind::Cpu => Precision::cpu_default(),
+            DeviceKind::Wgpu | DeviceKind::Cuda => Precision::Fp32,
+        }
+    }
+
+    /// One line saying which precision a run uses and why, for the run's first lines.
+    pub fn describe_precision(self, precision: Precision, chosen: bool) -> String {
+        let why = if chosen {
+            "as configured".to_string()
+        } else {
+            match (self, burnish_model::precision::cpu_bf16_kernel()) {
+                (DeviceKind::Cpu, Some(unit)) => format!("default: this CPU has {unit}"),
+                (DeviceKind::Cpu, None) => "default: this CPU has no native bf16".to_string(),
+                _ => "default on GPUs for now".to_string(),
+            }
+        };
+        format!("precision: {precision} ({why})")
+    }
 }
 
 impl FromStr for DeviceKind {

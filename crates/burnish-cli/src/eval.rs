@@ -51,6 +51,10 @@ pub struct EvalArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// fp32 or bf16 matrix products (default: bf16 on a CPU with AMX or AVX512-BF16, else
+    /// fp32).
+    #[arg(long)]
+    pub precision: Option<burnish::model::Precision>,
 }
 
 struct Evaluation {
@@ -70,6 +74,7 @@ impl TrainJob for Evaluation {
             max_length: a.max_length,
             batch_size: a.batch_size,
             progress: false,
+            precision: a.precision.unwrap_or_else(|| a.device.default_precision()),
         };
         let result = evaluate_file::<B>(
             &a.model,

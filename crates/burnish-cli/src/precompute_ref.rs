@@ -41,6 +41,10 @@ pub struct PrecomputeRefArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// fp32 or bf16 matrix products (default: bf16 on a CPU with AMX or AVX512-BF16, else
+    /// fp32).
+    #[arg(long)]
+    pub precision: Option<burnish::model::Precision>,
 }
 
 struct Precompute {
@@ -58,6 +62,7 @@ impl Job for Precompute {
             max_length: a.max_length,
             batch_size: a.batch_size,
             progress: true,
+            precision: a.precision.unwrap_or_else(|| a.device.default_precision()),
         };
         let report =
             precompute_reference_file::<B>(&a.model, &a.input, &a.output, &options, &device)?;

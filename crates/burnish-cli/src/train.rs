@@ -261,8 +261,16 @@ fn print_summary<B: ModelAutodiffBackend>(summary: &RunSummary<B>) {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut overrides = args.set.clone();
     overrides.extend(args.distributed_overrides());
-    let config = TrainingConfig::from_file(&args.config, &overrides)?;
+    let mut config = TrainingConfig::from_file(&args.config, &overrides)?;
     let device = args.device_kind()?;
+    let chosen = config.train.precision.is_some();
+    let precision = *config
+        .train
+        .precision
+        .get_or_insert_with(|| device.default_precision());
+    if !args.quiet {
+        eprintln!("{}", device.describe_precision(precision, chosen));
+    }
     start_coordinator(&config)?;
     let job = Training {
         kind: args.kind,

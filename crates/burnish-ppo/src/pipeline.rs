@@ -161,7 +161,8 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
 
     // Seeded so that a resumed run builds the same fresh heads before loading the checkpoint.
     B::seed(device, config.train.seed);
-    let mut policy = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    let precision = config.train.precision();
+    let mut policy = CausalLm::<B>::from_pretrained(&model_path, device)?.with_precision(precision);
     let with_lora = config.lora.is_some() || config.model.adapter.is_some();
     let reference = match &config.model.reference {
         Some(path) => CausalLm::<B::InnerBackend>::from_pretrained(path, device)?,
@@ -169,7 +170,8 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
         // attached, sharing its weights, so one model is in memory (as TRL does with PEFT).
         None if with_lora => policy.valid(),
         None => CausalLm::<B::InnerBackend>::from_pretrained(&model_path, device)?,
-    };
+    }
+    .with_precision(precision);
     let mut reward: Box<dyn RewardFunction> = match ppo.reward {
         RewardSource::Vader => Box::new(TextReward::vader()),
         RewardSource::Model => {
@@ -177,7 +179,8 @@ pub fn run_ppo<B: ModelAutodiffBackend>(
                 key: "reward_model".into(),
                 message: "is required when reward = \"model\": a reward model folder (`burnish train reward`), or set reward = \"vader\"".into(),
             })?;
-            let model = CausalLm::<B::InnerBackend>::from_pretrained(path, device)?;
+            let model = CausalLm::<B::InnerBackend>::from_pretrained(path, device)?
+                .with_precision(precision);
             let mut scorer = RewardModelScorer::new(model, pad, device).map_err(|e| match e {
                 PpoError::Reward(m) => PpoError::Reward(format!("{}: {m}", path.display())),
                 e => e,

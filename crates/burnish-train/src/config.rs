@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use burnish_model::LoraConfig;
+use burnish_model::{LoraConfig, Precision};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -411,6 +411,11 @@ pub struct LoopConfig {
     /// this float type: `"f16"` or `"f32"`. `None` (the default) writes the Hugging Face folder
     /// only.
     pub export_gguf: Option<String>,
+    /// Precision of the matrix products, `"bf16"` (mixed precision: bf16 products with f32
+    /// accumulation, f32 weights, optimizer, norms, softmax and losses) or `"fp32"`. Unset, the
+    /// CLI picks bf16 on a CPU with AMX or AVX512-BF16 (as TRL's default `bf16=True`) and fp32
+    /// elsewhere, and says which; library callers get fp32.
+    pub precision: Option<Precision>,
 }
 
 impl Default for LoopConfig {
@@ -428,6 +433,7 @@ impl Default for LoopConfig {
             seed: 42,
             output_dir: PathBuf::from("runs/burnish"),
             export_gguf: None,
+            precision: None,
         }
     }
 }
@@ -442,6 +448,11 @@ impl LoopConfig {
     /// last, partial step counts.
     pub fn steps_per_epoch(&self, examples: usize, peers: usize) -> u64 {
         examples.div_ceil((self.examples_per_step() * peers).max(1)) as u64
+    }
+
+    /// The precision models of this run compute in: `precision`, fp32 when unset.
+    pub fn precision(&self) -> Precision {
+        self.precision.unwrap_or_default()
     }
 
     /// Optimizer steps of the whole run: `max_steps` if set, else `epochs` full epochs.

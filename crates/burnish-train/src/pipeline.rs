@@ -913,7 +913,8 @@ pub fn run_dpo<B: ModelAutodiffBackend>(
         &out.join("rejects.jsonl"),
     )?;
     let collator = collator_for(&encoder);
-    let policy = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    let policy = CausalLm::<B>::from_pretrained(&model_path, device)?
+        .with_precision(config.train.precision());
     if loss.needs_reference() {
         let batch = reference_batch_size(config.train.batch_size);
         let (train, eval) = fill_missing(
@@ -980,7 +981,7 @@ fn reference_model<B: ModelAutodiffBackend>(
     device: &B::Device,
 ) -> Result<CausalLm<B::InnerBackend>, PipelineError> {
     Ok(match &config.model.reference {
-        Some(dir) => CausalLm::from_pretrained(dir, device)?,
+        Some(dir) => CausalLm::from_pretrained(dir, device)?.with_precision(config.train.precision()),
         None => policy.valid(),
     })
 }
@@ -1003,7 +1004,8 @@ pub fn run_listwise<B: ModelAutodiffBackend>(
         &out.join("rejects.jsonl"),
     )?;
     let collator = collator_for(&encoder);
-    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
+    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?
+        .with_precision(config.train.precision());
     if loss.needs_reference() {
         let batch = config.train.batch_size.max(1);
         (train_rows, eval_rows) = fill_missing(
@@ -1066,7 +1068,8 @@ pub fn run_kto<B: ModelAutodiffBackend>(
         );
     }
     let collator = collator_for(&encoder);
-    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?;
+    let policy = CausalLm::<B>::from_pretrained(&model_dir(config)?, device)?
+        .with_precision(config.train.precision());
     let reference = reference_model(config, &policy, device)?;
     let n_train = train_rows.len();
     train_rows.append(&mut eval_rows);
@@ -1122,7 +1125,8 @@ pub fn run_sft<B: ModelAutodiffBackend>(
         collator: collator_for(&encoder),
         device: device.clone(),
     };
-    let model = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    let model = CausalLm::<B>::from_pretrained(&model_path, device)?
+        .with_precision(config.train.precision());
     finish_run(run_dir, model, &objective, config, options, data, device)
 }
 
@@ -1145,7 +1149,8 @@ pub fn run_reward<B: ModelAutodiffBackend>(
     let rejects = out.join("rejects.jsonl");
     // Seeded so that a resumed run builds the same head before loading the checkpoint.
     B::seed(device, config.train.seed);
-    let mut model = CausalLm::<B>::from_pretrained(&model_path, device)?;
+    let mut model = CausalLm::<B>::from_pretrained(&model_path, device)?
+        .with_precision(config.train.precision());
     if model.reward_head.is_none() {
         model = model.with_reward_head(device);
     }
@@ -1203,11 +1208,13 @@ pub struct PrecomputeOptions {
     pub batch_size: usize,
     /// Show a progress bar (or periodic lines when stderr is not a terminal).
     pub progress: bool,
+    /// Precision of the model's matrix products.
+    pub precision: burnish_model::Precision,
 }
 
 impl Default for PrecomputeOptions {
     /// The model's tokenizer, the config defaults (256 / 512 tokens), 16 pairs per pass, progress
-    /// shown.
+    /// shown, fp32.
     fn default() -> Self {
         let data = crate::config::DataSection::default();
         PrecomputeOptions {
@@ -1216,6 +1223,7 @@ impl Default for PrecomputeOptions {
             max_length: data.max_length,
             batch_size: 16,
             progress: true,
+            precision: burnish_model::Precision::Fp32,
         }
     }
 }
@@ -1325,7 +1333,7 @@ pub fn precompute_reference_file<B: ModelBackend>(
         options.max_length,
     )?;
     let collator = collator_for(&encoder);
-    let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
+    let model = CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
     // Any input the trainers read (Parquet, Arrow IPC, CSV, a folder), not only Parquet.
     let data = DataInput::all_train(input);
     let listwise = is_listwise(&data)?;
@@ -1466,7 +1474,7 @@ pub fn evaluate_file<B: ModelAutodiffBackend>(
     )?;
     let collator = collator_for(&encoder);
     let (_, mut pairs, report) = load_rows_all_eval(data, &encoder, rejects)?;
-    let model = CausalLm::<B>::from_pretrained(model_dir, device)?;
+    let model = CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
     let batch = options.batch_size.max(1);
     let loss = loss.unwrap_or_else(|| match model.reward_head {
         Some(_) => EvalLoss::Reward(RewardLoss::default()),
@@ -1477,7 +1485,9 @@ pub fn evaluate_file<B: ModelAutodiffBackend>(
             loss.validate()?;
             if loss.needs_reference() && !all_precomputed(&pairs) {
                 let reference: CausalLm<B::InnerBackend> = match reference {
-                    Some(dir) => CausalLm::from_pretrained(dir, device)?,
+                    Some(dir) => {
+                        CausalLm::from_pretrained(dir, device)?.with_precision(options.precision)
+                    }
                     None => model.valid(),
                 };
                 precompute_reference(&reference, &mut pairs, &collator, batch, device, None);
