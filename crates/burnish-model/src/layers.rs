@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
 use crate::lora::{self, AttentionLora, MlpLora};
-use crate::ops::{ModelBackend, NormKind, gelu_tanh, linear, masked_softmax, norm};
+use crate::ops::{ModelBackend, NormKind, gelu_tanh, linear, masked_softmax, norm, rope, swiglu};
 use crate::precision::Precision;
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
@@ -83,7 +83,10 @@ impl<B: ModelBackend> Mlp<B> {
                     &x,
                     precision,
                 );
-                act(gate) * up
+                match self.activation {
+                    Activation::Silu => swiglu(gate, up),
+                    _ => act(gate) * up,
+                }
             }
             None => act(up),
         };
@@ -99,13 +102,13 @@ impl<B: ModelBackend> Mlp<B> {
 /// Rotary position embedding in the rotate-half layout transformers uses for Llama and Qwen2.
 #[derive(Debug, Clone)]
 pub struct Rope<B: Backend> {
-    /// `cos(position * inv_freq)` duplicated over both halves, `[batch, 1, seq, head_dim]`.
-    cos: Tensor<B, 4>,
+    /// `cos(position * inv_freq)`, `[batch, seq, head_dim / 2]`.
+    cos: Tensor<B, 3>,
     /// The matching sines.
-    sin: Tensor<B, 4>,
+    sin: Tensor<B, 3>,
 }
 
-impl<B: Backend> Rope<B> {
+impl<B: ModelBackend> Rope<B> {
     /// Angles for integer positions `[batch, seq]` and the head's inverse frequencies
     /// (`ModelConfig::rope_scaling.inv_freq`, `head_dim / 2` of them).
     pub fn new(positions: Tensor<B, 2, Int>, inv_freq: Vec<f32>) -> Self {
@@ -114,21 +117,16 @@ impl<B: Backend> Rope<B> {
         let inv_freq = Tensor::<B, 1>::from_data(TensorData::new(inv_freq, [half]), &device)
             .reshape([1, 1, half]);
         let freqs = positions.float().unsqueeze_dim::<3>(2) * inv_freq;
-        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).unsqueeze_dim::<4>(1);
         Self {
-            cos: emb.clone().cos(),
-            sin: emb.sin(),
+            cos: freqs.clone().cos(),
+            sin: freqs.sin(),
         }
     }
 
-    /// Rotates queries or keys: `[batch, heads, seq, head_dim]` in and out.
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, _, _, d] = x.dims();
-        let half = d / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+    /// Rotates queries or keys and splits their heads, times `scale`: `[batch, seq, heads,
+    /// head_dim]` in, `[batch, heads, seq, head_dim]` out (the fused op, [`crate::ops::rope`]).
+    pub fn apply(&self, x: Tensor<B, 4>, scale: f32) -> Tensor<B, 4> {
+        rope(x, self.cos.clone(), self.sin.clone(), scale)
     }
 }
 
@@ -179,10 +177,7 @@ impl<B: ModelBackend> SelfAttention<B> {
         precision: Precision,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
-        let split = |t: Tensor<B, 3>, heads: usize| {
-            t.reshape([batch, seq, heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
+        let heads = |t: Tensor<B, 3>, heads: usize| t.reshape([batch, seq, heads, self.head_dim]);
         let lora = self.lora.as_ref();
         let mut q = lora::add(
             linear(&self.q, x.clone(), precision),
@@ -209,19 +204,23 @@ impl<B: ModelBackend> SelfAttention<B> {
             k = k + delta.clone().narrow(2, q_width, kv_width);
             v = v + delta.narrow(2, q_width + kv_width, kv_width);
         }
-        let mut q = split(q, self.num_heads);
-        let mut k = split(k, self.num_kv_heads);
-        let mut v = split(v, self.num_kv_heads);
+        // `[batch, seq, heads, head_dim]`: the norms work on the last axis in either layout.
+        let mut q = heads(q, self.num_heads);
+        let mut k = heads(k, self.num_kv_heads);
+        let mut v = heads(v, self.num_kv_heads).swap_dims(1, 2);
         if let Some(q_norm) = &self.q_norm {
             q = q_norm.forward(q);
         }
         if let Some(k_norm) = &self.k_norm {
             k = k_norm.forward(k);
         }
-        if let Some(rope) = rope {
-            q = rope.apply(q);
-            k = rope.apply(k);
-        }
+        // The scores' `1/sqrt(head_dim)` is applied to the queries, where it costs the least
+        // (with RoPE it rides in the fused op).
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let (q, mut k) = match rope {
+            Some(rope) => (rope.apply(q, scale), rope.apply(k, 1.0)),
+            None => (q.swap_dims(1, 2) * scale, k.swap_dims(1, 2)),
+        };
         if let Some(past) = cache.take() {
             k = Tensor::cat(vec![past.keys, k], 2);
             v = Tensor::cat(vec![past.values, v], 2);
@@ -230,37 +229,29 @@ impl<B: ModelBackend> SelfAttention<B> {
             keys: k.clone(),
             values: v.clone(),
         });
-        let keys = k.dims()[2];
-        let (k, v) = (self.repeat_kv(k, keys), self.repeat_kv(v, keys));
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        let weights = masked_softmax(scores, allowed);
-        let out =
-            weights
-                .matmul(v)
-                .swap_dims(1, 2)
-                .reshape([batch, seq, self.num_heads * self.head_dim]);
+        // Grouped-query attention without copying the shared key/value heads (transformers'
+        // `repeat_kv`): the query heads that share key/value head `j` are heads
+        // `j * groups .. (j + 1) * groups`, so `[batch, heads, seq, d]` read as `[batch,
+        // kv_heads, groups * seq, d]` puts each group's queries against its one key/value head.
+        let groups = self.num_heads / self.num_kv_heads;
+        let (q, allowed) = if groups > 1 {
+            let grouped = [batch, self.num_kv_heads, groups * seq, self.head_dim];
+            (q.reshape(grouped), allowed.repeat_dim(2, groups))
+        } else {
+            (q, allowed)
+        };
+        let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), allowed);
+        let out = weights
+            .matmul(v)
+            .reshape([batch, self.num_heads, seq, self.head_dim])
+            .swap_dims(1, 2)
+            .reshape([batch, seq, self.num_heads * self.head_dim]);
         lora::add(
             linear(&self.o, out.clone(), precision),
             lora.and_then(|l| l.o.as_ref()),
             &out,
             precision,
         )
-    }
-
-    /// Repeats each key/value head for the query heads it serves, as transformers' `repeat_kv`.
-    fn repeat_kv(&self, t: Tensor<B, 4>, keys: usize) -> Tensor<B, 4> {
-        let groups = self.num_heads / self.num_kv_heads;
-        if groups == 1 {
-            return t;
-        }
-        let [batch, _, _, _] = t.dims();
-        t.unsqueeze_dim::<5>(2).repeat_dim(2, groups).reshape([
-            batch,
-            self.num_heads,
-            keys,
-            self.head_dim,
-        ])
     }
 }
 

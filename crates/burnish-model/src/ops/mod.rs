@@ -15,6 +15,8 @@ pub mod logprob_head;
 pub mod masked_softmax;
 pub mod matmul;
 pub mod norm;
+pub mod rope;
+pub mod swiglu;
 // Only the flex kernels use it; a build without flex (a GPU-only one) leaves it unused.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) mod simd;
@@ -26,15 +28,17 @@ pub use logprob_head::{LogprobHeadOps, logprob_head};
 pub use masked_softmax::{MaskedSoftmaxOps, masked_softmax};
 pub use matmul::{MatmulOps, linear, matmul};
 pub use norm::{NormKind, NormOps, norm};
+pub use rope::{RopeOps, rope};
+pub use swiglu::{SwigluOps, swiglu};
 
 /// A backend burnish's models run on: burn's `Backend` plus burnish's fused operations.
 pub trait ModelBackend:
-    Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps
+    Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps + SwigluOps + RopeOps
 {
 }
 
-impl<B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps> ModelBackend
-    for B
+impl<B> ModelBackend for B where
+    B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps + SwigluOps + RopeOps
 {
 }
 
@@ -55,7 +59,7 @@ mod cube {
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
     use burn_fusion::{Fusion, FusionBackend};
 
-    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, MatmulOps, NormOps};
+    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, MatmulOps, NormOps, RopeOps, SwigluOps};
 
     macro_rules! generic_bodies {
         ($($op:ident),*) => {$(
@@ -74,7 +78,7 @@ mod cube {
         )*};
     }
 
-    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps, MatmulOps);
+    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps, MatmulOps, SwigluOps, RopeOps);
 }
 
 /// What the ops' unit tests share.
