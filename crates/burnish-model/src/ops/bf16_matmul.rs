@@ -110,6 +110,7 @@ pub(crate) fn round_bf16(x: f32) -> f32 {
     f32::from_bits((to_bf16(x) as u32) << 16)
 }
 
+/// `dst[i] = to_bf16(src[i])`.
 #[inline(always)]
 fn convert_body(src: &[f32], dst: &mut [u16]) {
     for (d, &x) in dst.iter_mut().zip(src) {
@@ -117,27 +118,35 @@ fn convert_body(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// `dst[i] = to_bf16(src[i])`, vectorised with AVX-512 where the CPU has it.
-fn convert(src: &[f32], dst: &mut [u16]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-        unsafe fn avx512(src: &[f32], dst: &mut [u16]) {
-            convert_body(src, dst)
-        }
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512bw")
-            && std::is_x86_feature_detected!("avx512vl")
-        {
-            // SAFETY: the CPU has the features the variant was compiled for.
-            return unsafe { avx512(src, dst) };
-        }
-    }
-    convert_body(src, dst)
-}
-
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
+}
+
+/// Runs `$body` compiled for AVX-512 when the CPU has it (the packing loops then convert 16
+/// values per instruction), else for the baseline.
+macro_rules! with_avx512 {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+            {
+                // SAFETY: the CPU has the features the variant was compiled for.
+                unsafe { avx512(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
 }
 
 /// The left matrix `[m, k]` as bf16 rows of `k_pad` (zero padded), `m_pad` of them, into
@@ -154,36 +163,51 @@ fn pack_lhs(a: Matrix, m_pad: usize, k_pad: usize, out: &mut Vec<u16>) {
             if rows == 0 {
                 return;
             }
-            if a.col_stride == 1 {
-                for r in 0..rows {
-                    let start = (i0 + r) * a.row_stride;
-                    convert(&a.data[start..start + k], &mut chunk[r * k_pad..r * k_pad + k]);
-                }
-            } else if a.row_stride == 1 {
-                // A transposed view: each of the group's `k` columns is a run of `rows`
-                // values in memory, read once.
-                for j in 0..k {
-                    let start = j * a.col_stride + i0;
-                    for (r, &x) in a.data[start..start + rows].iter().enumerate() {
-                        chunk[r * k_pad + j] = to_bf16(x);
-                    }
-                }
-            } else {
-                for r in 0..rows {
-                    for j in 0..k {
-                        chunk[r * k_pad + j] = to_bf16(a.at(i0 + r, j));
-                    }
-                }
-            }
+            with_avx512!(pack_lhs_group(a, i0, rows, k, k_pad, chunk))
         });
 }
+
+/// Rows `i0..i0 + rows` (at most 16) of the left matrix into `chunk` (`rows x k_pad`).
+#[inline(always)]
+fn pack_lhs_group(a: Matrix, i0: usize, rows: usize, k: usize, k_pad: usize, chunk: &mut [u16]) {
+    if a.col_stride == 1 {
+        for r in 0..rows {
+            let start = (i0 + r) * a.row_stride;
+            convert_body(&a.data[start..start + k], &mut chunk[r * k_pad..r * k_pad + k]);
+        }
+    } else if a.row_stride == 1 {
+        // A transposed view: the group's 16 values of each `k` lie together in memory. 32 of
+        // them at a time are converted into a small tile, then written out row by row.
+        let mut tile = [[0u16; 16]; 32];
+        for j0 in (0..k).step_by(32) {
+            let width = 32.min(k - j0);
+            for (jj, tile_row) in tile.iter_mut().enumerate().take(width) {
+                let start = (j0 + jj) * a.col_stride + i0;
+                convert_body(&a.data[start..start + rows], &mut tile_row[..rows]);
+            }
+            for r in 0..rows {
+                let dst = &mut chunk[r * k_pad + j0..r * k_pad + j0 + width];
+                for (d, tile_row) in dst.iter_mut().zip(&tile) {
+                    *d = tile_row[r];
+                }
+            }
+        }
+    } else {
+        for r in 0..rows {
+            for j in 0..k {
+                chunk[r * k_pad + j] = to_bf16(a.at(i0 + r, j));
+            }
+        }
+    }
+}
+
+/// Pairs of `k` per rayon task of [`pack_rhs`].
+const PAIRS: usize = 16;
 
 /// The right matrix `[k, n]` in the VNNI layout `[k_pad / 2][n_pad][2]` (zero padded), into
 /// `out`.
 fn pack_rhs(b: Matrix, k_pad: usize, n_pad: usize, out: &mut Vec<u16>) {
-    /// Pairs of `k` per rayon task.
-    const PAIRS: usize = 16;
-    let (k, n) = (b.rows, b.cols);
+    let k = b.rows;
     out.clear();
     out.resize(k_pad * n_pad, 0);
     out.par_chunks_mut(PAIRS * 2 * n_pad)
@@ -191,35 +215,61 @@ fn pack_rhs(b: Matrix, k_pad: usize, n_pad: usize, out: &mut Vec<u16>) {
         .for_each(|(task, chunk)| {
             let k0 = 2 * task * PAIRS;
             let k_end = k.min(k0 + chunk.len() / n_pad);
-            if k0 >= k_end {
-                return;
-            }
-            if b.col_stride == 1 {
-                for kk in k0..k_end {
-                    let (p, q) = ((kk - k0) / 2, kk % 2);
-                    let row = &b.data[kk * b.row_stride..kk * b.row_stride + n];
-                    let out_row = &mut chunk[p * 2 * n_pad..(p * 2 + 2) * n_pad];
-                    for (pair, &x) in out_row.chunks_exact_mut(2).zip(row) {
-                        pair[q] = to_bf16(x);
-                    }
-                }
-            } else if b.row_stride == 1 {
-                // Columns contiguous in memory (a transposed weight): each column's run of
-                // `2 * PAIRS` values is read once.
-                for j in 0..n {
-                    let start = j * b.col_stride;
-                    for (t, &x) in b.data[start + k0..start + k_end].iter().enumerate() {
-                        chunk[((t / 2) * n_pad + j) * 2 + t % 2] = to_bf16(x);
-                    }
-                }
-            } else {
-                for kk in k0..k_end {
-                    for j in 0..n {
-                        chunk[(((kk - k0) / 2) * n_pad + j) * 2 + kk % 2] = to_bf16(b.at(kk, j));
-                    }
-                }
+            if k0 < k_end {
+                with_avx512!(pack_rhs_pairs(b, k0, k_end, n_pad, chunk))
             }
         });
+}
+
+/// Rows `k0..k_end` (at most `2 * PAIRS`, `k0` even) of the right matrix into `chunk`, pairs
+/// of rows interleaved.
+#[inline(always)]
+fn pack_rhs_pairs(b: Matrix, k0: usize, k_end: usize, n_pad: usize, chunk: &mut [u16]) {
+    let n = b.cols;
+    if b.col_stride == 1 {
+        for kk in (k0..k_end).step_by(2) {
+            let p = (kk - k0) / 2;
+            let first = &b.data[kk * b.row_stride..kk * b.row_stride + n];
+            let out_row = &mut chunk[p * 2 * n_pad..p * 2 * n_pad + 2 * n];
+            if kk + 1 < k_end {
+                let second = &b.data[(kk + 1) * b.row_stride..(kk + 1) * b.row_stride + n];
+                for ((pair, &x), &y) in out_row.chunks_exact_mut(2).zip(first).zip(second) {
+                    pair[0] = to_bf16(x);
+                    pair[1] = to_bf16(y);
+                }
+            } else {
+                for (pair, &x) in out_row.chunks_exact_mut(2).zip(first) {
+                    pair[0] = to_bf16(x);
+                }
+            }
+        }
+    } else if b.row_stride == 1 {
+        // Columns contiguous in memory (a transposed weight): each column's run of `k` values
+        // is converted into a small tile, then written out pair-row by pair-row.
+        let len = k_end - k0;
+        let mut tile = [[0u16; 2 * PAIRS]; 16];
+        for j0 in (0..n).step_by(16) {
+            let width = 16.min(n - j0);
+            for (jj, tile_row) in tile.iter_mut().enumerate().take(width) {
+                let start = (j0 + jj) * b.col_stride + k0;
+                convert_body(&b.data[start..start + len], &mut tile_row[..len]);
+                tile_row[len..].fill(0);
+            }
+            for p in 0..len.div_ceil(2) {
+                let dst = &mut chunk[(p * n_pad + j0) * 2..(p * n_pad + j0 + width) * 2];
+                for (pair, tile_row) in dst.chunks_exact_mut(2).zip(&tile) {
+                    pair[0] = tile_row[2 * p];
+                    pair[1] = tile_row[2 * p + 1];
+                }
+            }
+        }
+    } else {
+        for kk in k0..k_end {
+            for j in 0..n {
+                chunk[(((kk - k0) / 2) * n_pad + j) * 2 + kk % 2] = to_bf16(b.at(kk, j));
+            }
+        }
+    }
 }
 
 thread_local! {
