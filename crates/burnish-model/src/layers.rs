@@ -12,7 +12,9 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::config::Activation;
 use crate::lora::{self, AttentionLora, MlpLora};
-use crate::ops::{ModelBackend, NormKind, gelu_tanh, linear, masked_softmax, norm, rope, swiglu};
+use crate::ops::{
+    ModelBackend, NormKind, gelu_tanh, linear, masked_softmax, matmul, norm, rope, swiglu,
+};
 use crate::precision::Precision;
 
 /// LayerNorm (GPT-2) or RMSNorm (Llama, Qwen2), computed in the tensor's float type.
@@ -240,9 +242,9 @@ impl<B: ModelBackend> SelfAttention<B> {
         } else {
             (q, allowed)
         };
-        let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), allowed);
-        let out = weights
-            .matmul(v)
+        let scores = matmul(q, k.swap_dims(2, 3), precision);
+        let weights = masked_softmax(scores, allowed);
+        let out = matmul(weights, v, precision)
             .reshape([batch, self.num_heads, seq, self.head_dim])
             .swap_dims(1, 2)
             .reshape([batch, seq, self.num_heads * self.head_dim]);

@@ -1,7 +1,8 @@
-//! The matrix product of the linear layers, `x [n, d_in] @ weight [d_in, d_out]`, in the
-//! model's [`Precision`], with its own backward: `dx = grad @ weight^T` and
-//! `dweight = x^T @ grad`, each computed only when its input needs a gradient (a frozen base
-//! weight under LoRA costs no `dweight` product) and both in the same precision as the forward.
+//! The model's matrix products in its [`Precision`], with their own backward: the linear layers'
+//! `x [n, d_in] @ weight [d_in, d_out]` and attention's batched `[b, h, m, k] @ [b, h, k, n]`
+//! (rank 2 or 4). The backward computes `d lhs = grad @ rhs^T` and `d rhs = lhs^T @ grad` only
+//! for the inputs that need a gradient (a frozen base weight under LoRA costs no product), in
+//! the forward's precision.
 //!
 //! The generic body is burn's `matmul` (fp32) or the same on bf16 casts of the inputs (bf16,
 //! what the GPU backends run: burn's bf16 element type, output rounded to bf16 as autocast's
@@ -16,14 +17,15 @@ use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{FloatDType, Tensor, TensorPrimitive};
+use burn::tensor::{FloatDType, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::precision::Precision;
 
 /// The linear layers' matrix product as a backend extension. The defaults are the generic
 /// bodies.
 pub trait MatmulOps: Backend {
-    /// `x [n, k] @ weight [k, m] -> [n, m]` in `precision`.
+    /// `x [.., n, k] @ weight [.., k, m] -> [.., n, m]` in `precision`; rank 2, or rank 4 with
+    /// the same leading dimensions on both sides.
     fn matmul_forward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -32,7 +34,8 @@ pub trait MatmulOps: Backend {
         generic_matmul::<Self>(x, weight, precision)
     }
 
-    /// `(grad @ weight^T, x^T @ grad)` for `grad [n, m]`, each only when asked for.
+    /// `(grad @ weight^T, x^T @ grad)` for `grad [.., n, m]` (transposes of the last two
+    /// axes), each only when asked for.
     fn matmul_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -40,7 +43,7 @@ pub trait MatmulOps: Backend {
         precision: Precision,
         want: [bool; 2],
     ) -> [Option<FloatTensor<Self>>; 2] {
-        let t = |w: FloatTensor<Self>| float::<Self>(w).transpose().into_primitive().tensor();
+        let t = transpose::<Self>;
         [
             want[0].then(|| generic_matmul::<Self>(grad.clone(), t(weight), precision)),
             want[1].then(|| generic_matmul::<Self>(t(x), grad, precision)),
@@ -48,8 +51,14 @@ pub trait MatmulOps: Backend {
     }
 }
 
-fn float<B: Backend>(t: FloatTensor<B>) -> Tensor<B, 2> {
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The transpose of the last two axes.
+fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let rank = t.shape().num_dims();
+    B::float_swap_dims(t, rank - 2, rank - 1)
 }
 
 /// The generic body: burn's matmul, on bf16 casts of the inputs in bf16.
@@ -58,18 +67,24 @@ fn generic_matmul<B: Backend>(
     rhs: FloatTensor<B>,
     precision: Precision,
 ) -> FloatTensor<B> {
-    plain_product(float::<B>(lhs), float::<B>(rhs), precision)
-        .into_primitive()
-        .tensor()
+    match lhs.shape().num_dims() {
+        2 => plain_product(float::<B, 2>(lhs), float::<B, 2>(rhs), precision)
+            .into_primitive()
+            .tensor(),
+        4 => plain_product(float::<B, 4>(lhs), float::<B, 4>(rhs), precision)
+            .into_primitive()
+            .tensor(),
+        rank => panic!("the matmul op takes rank 2 or 4, not {rank}"),
+    }
 }
 
 /// `lhs @ rhs` in plain tensor ops, in `precision` (bf16: on bf16 casts, the output cast back):
 /// the generic bodies of the ops that multiply matrices.
-pub(crate) fn plain_product<B: Backend>(
-    lhs: Tensor<B, 2>,
-    rhs: Tensor<B, 2>,
+pub(crate) fn plain_product<B: Backend, const D: usize>(
+    lhs: Tensor<B, D>,
+    rhs: Tensor<B, D>,
     precision: Precision,
-) -> Tensor<B, 2> {
+) -> Tensor<B, D> {
     match precision {
         Precision::Fp32 => lhs.matmul(rhs),
         Precision::Bf16 => {
@@ -81,8 +96,13 @@ pub(crate) fn plain_product<B: Backend>(
     }
 }
 
-/// `x [n, k] @ weight [k, m]` in `precision`, through the op (differentiable on `Autodiff<B>`).
-pub fn matmul<B: MatmulOps>(x: Tensor<B, 2>, weight: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
+/// `x [.., n, k] @ weight [.., k, m]` in `precision` (rank 2, or rank 4 with equal leading
+/// dimensions), through the op (differentiable on `Autodiff<B>`).
+pub fn matmul<B: MatmulOps, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, D>,
+    precision: Precision,
+) -> Tensor<B, D> {
     float(B::matmul_forward(
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
@@ -171,25 +191,78 @@ mod flex {
     use burn::tensor::TensorData;
     use burn::tensor::ops::FloatTensor;
 
+    use burn::tensor::DType;
+    use rayon::prelude::*;
+
     use super::MatmulOps;
     use crate::ops::cpu_matmul::{Matrix, matmul_into};
     use crate::precision::Precision;
 
-    /// `lhs @ rhs` with the CPU kernel, or `None` when a view is not one it takes.
-    fn product(lhs: &FlexTensor, rhs: &FlexTensor, transpose: [bool; 2], precision: Precision) -> Option<FlexTensor> {
-        let (mut a, mut b) = (Matrix::of(lhs)?, Matrix::of(rhs)?);
-        if transpose[0] {
-            a = a.t();
-        }
-        if transpose[1] {
-            b = b.t();
-        }
-        if a.cols != b.rows {
+    /// The matrices of a rank-2 or rank-4 f32 tensor (one per leading index), last two axes
+    /// transposed when asked, with the leading dimensions; `None` for anything else.
+    fn matrices(t: &FlexTensor, transpose: bool) -> Option<(Vec<Matrix<'_>>, Vec<usize>)> {
+        let layout = t.layout();
+        let (shape, strides) = (layout.shape(), layout.strides());
+        let rank = shape.num_dims();
+        if t.dtype() != DType::F32 || !(rank == 2 || rank == 4) || strides.iter().any(|&s| s < 0)
+        {
             return None;
         }
-        let mut out = vec![0.0f32; a.rows * b.cols];
-        matmul_into(&mut out, a, b, false, precision);
-        Some(FlexTensor::from_data(TensorData::new(out, [a.rows, b.cols])))
+        let storage = t.storage::<f32>();
+        let leading: Vec<usize> = (0..rank - 2).map(|i| shape[i]).collect();
+        let mut out = Vec::new();
+        let (outer, inner) = if rank == 4 { (shape[0], shape[1]) } else { (1, 1) };
+        for i in 0..outer {
+            for j in 0..inner {
+                let offset = if rank == 4 {
+                    i * strides[0] as usize + j * strides[1] as usize
+                } else {
+                    0
+                };
+                let mut m = Matrix {
+                    data: storage.get(layout.start_offset() + offset..)?,
+                    rows: shape[rank - 2],
+                    cols: shape[rank - 1],
+                    row_stride: strides[rank - 2] as usize,
+                    col_stride: strides[rank - 1] as usize,
+                };
+                if !m.in_bounds() {
+                    return None;
+                }
+                if transpose {
+                    m = m.t();
+                }
+                out.push(m);
+            }
+        }
+        Some((out, leading))
+    }
+
+    /// `lhs @ rhs` (each optionally transposed) with the CPU kernel, one product per leading
+    /// index (in parallel when there are several), or `None` when a view is not one it takes.
+    fn product(
+        lhs: &FlexTensor,
+        rhs: &FlexTensor,
+        transpose: [bool; 2],
+        precision: Precision,
+    ) -> Option<FlexTensor> {
+        let (a, leading) = matrices(lhs, transpose[0])?;
+        let (b, rhs_leading) = matrices(rhs, transpose[1])?;
+        let (m, k, n) = (a[0].rows, a[0].cols, b[0].cols);
+        if leading != rhs_leading || b[0].rows != k {
+            return None;
+        }
+        let mut out = vec![0.0f32; a.len() * m * n];
+        if a.len() == 1 {
+            matmul_into(&mut out, a[0], b[0], false, precision);
+        } else {
+            out.par_chunks_mut((m * n).max(1))
+                .zip(a.par_iter().zip(b.par_iter()))
+                .for_each(|(dst, (&a, &b))| matmul_into(dst, a, b, false, precision));
+        }
+        let mut shape = leading;
+        shape.extend([m, n]);
+        Some(FlexTensor::from_data(TensorData::new(out, shape)))
     }
 
     impl MatmulOps for Flex {
@@ -211,16 +284,15 @@ mod flex {
             precision: Precision,
             want: [bool; 2],
         ) -> [Option<FloatTensor<Self>>; 2] {
+            let t = super::transpose::<Self>;
             let dx = want[0].then(|| {
                 product(&grad, &weight, [false, true], precision).unwrap_or_else(|| {
-                    let wt = super::float::<Self>(weight.clone()).transpose();
-                    super::generic_matmul::<Self>(grad.clone(), wt.into_primitive().tensor(), precision)
+                    super::generic_matmul::<Self>(grad.clone(), t(weight.clone()), precision)
                 })
             });
             let dweight = want[1].then(|| {
                 product(&x, &grad, [true, false], precision).unwrap_or_else(|| {
-                    let xt = super::float::<Self>(x.clone()).transpose();
-                    super::generic_matmul::<Self>(xt.into_primitive().tensor(), grad.clone(), precision)
+                    super::generic_matmul::<Self>(t(x.clone()), grad.clone(), precision)
                 })
             });
             [dx, dweight]
@@ -271,6 +343,31 @@ mod tests {
         for (g, w) in got.iter().zip(&want) {
             let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
             assert!(max_diff(g, w) <= 1e-4 * scale, "{} (scale {scale})", max_diff(g, w));
+        }
+    }
+
+    /// Batched (rank 4, as attention runs it, with a transposed right operand): the op equals
+    /// burn's matmul in fp32, values and gradients.
+    #[test]
+    fn batched_fp32_matmul_equals_burn_matmul() {
+        let dev = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let q = Tensor::<Ad, 4>::random([2, 3, 17, 8], normal, &dev);
+        let k = Tensor::<Ad, 4>::random([2, 3, 13, 8], normal, &dev);
+        let coeff = Tensor::<Ad, 4>::random([2, 3, 17, 13], normal, &dev);
+        let run = |fused: bool| {
+            let (q, k) = (q.clone().detach().require_grad(), k.clone().detach().require_grad());
+            let kt = k.clone().swap_dims(2, 3);
+            let y = if fused {
+                matmul(q.clone(), kt, Precision::Fp32)
+            } else {
+                q.clone().matmul(kt)
+            };
+            let grads = (y.clone() * coeff.clone()).sum().backward();
+            [host(y.inner()), host(q.grad(&grads).unwrap()), host(k.grad(&grads).unwrap())]
+        };
+        for (g, w) in run(true).iter().zip(&run(false)) {
+            assert!(max_diff(g, w) < 1e-4, "{}", max_diff(g, w));
         }
     }
 
