@@ -94,6 +94,7 @@ impl TrainJob for Example {
             max_length: MAX_LENGTH,
             batch_size: 16,
             progress: true,
+            ..PrecomputeOptions::default()
         };
         let started = std::time::Instant::now();
         let report = precompute_reference_file::<B::InnerBackend>(

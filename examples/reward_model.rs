@@ -158,6 +158,7 @@ impl TrainJob for Example {
             max_length: MAX_LENGTH,
             batch_size: 16,
             progress: false,
+            ..PrecomputeOptions::default()
         };
         let all = evaluate_file::<B>(
             &final_dir,

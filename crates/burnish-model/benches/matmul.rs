@@ -19,12 +19,19 @@ type Ad = Autodiff<Flex>;
 fn main() {
     let kernel = burnish_model::precision::cpu_bf16_kernel().unwrap_or("portable");
     let device = Default::default();
-    let shapes: [(usize, usize, usize); 5] = [(1504, 576, 576), (1504, 576, 1536), (1504, 1536, 576), (1504, 768, 3072), (256, 576, 49152)];
+    let shapes: [(usize, usize, usize); 5] = [
+        (1504, 576, 576),
+        (1504, 576, 1536),
+        (1504, 1536, 576),
+        (1504, 768, 3072),
+        (256, 576, 49152),
+    ];
     for (rows, d_in, d_out) in shapes {
         for precision in [Precision::Fp32, Precision::Bf16] {
             let x = Tensor::<Ad, 2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), &device);
-            let w = Tensor::<Ad, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.05), &device)
-                .require_grad();
+            let w =
+                Tensor::<Ad, 2>::random([d_in, d_out], Distribution::Normal(0.0, 0.05), &device)
+                    .require_grad();
             let x = x.require_grad();
             let flops = 2.0 * (rows * d_in * d_out) as f64;
             let (mut forward, mut backward) = (f64::INFINITY, f64::INFINITY);

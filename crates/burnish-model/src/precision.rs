@@ -47,7 +47,9 @@ impl std::str::FromStr for Precision {
         match s {
             "fp32" => Ok(Precision::Fp32),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("unknown precision `{other}` (expected fp32 or bf16)")),
+            other => Err(format!(
+                "unknown precision `{other}` (expected fp32 or bf16)"
+            )),
         }
     }
 }

@@ -7,8 +7,8 @@ mod common;
 use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use burnish_model::{CausalLm, Precision};
 use burnish_model::ops::logprob_head::{logprob_head, reference_logprobs};
+use burnish_model::{CausalLm, Precision};
 use common::*;
 
 type Ad = Autodiff<TestBackend>;

@@ -981,7 +981,9 @@ fn reference_model<B: ModelAutodiffBackend>(
     device: &B::Device,
 ) -> Result<CausalLm<B::InnerBackend>, PipelineError> {
     Ok(match &config.model.reference {
-        Some(dir) => CausalLm::from_pretrained(dir, device)?.with_precision(config.train.precision()),
+        Some(dir) => {
+            CausalLm::from_pretrained(dir, device)?.with_precision(config.train.precision())
+        }
         None => policy.valid(),
     })
 }
@@ -1333,7 +1335,8 @@ pub fn precompute_reference_file<B: ModelBackend>(
         options.max_length,
     )?;
     let collator = collator_for(&encoder);
-    let model = CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
+    let model =
+        CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
     // Any input the trainers read (Parquet, Arrow IPC, CSV, a folder), not only Parquet.
     let data = DataInput::all_train(input);
     let listwise = is_listwise(&data)?;
@@ -1474,7 +1477,8 @@ pub fn evaluate_file<B: ModelAutodiffBackend>(
     )?;
     let collator = collator_for(&encoder);
     let (_, mut pairs, report) = load_rows_all_eval(data, &encoder, rejects)?;
-    let model = CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
+    let model =
+        CausalLm::<B>::from_pretrained(model_dir, device)?.with_precision(options.precision);
     let batch = options.batch_size.max(1);
     let loss = loss.unwrap_or_else(|| match model.reward_head {
         Some(_) => EvalLoss::Reward(RewardLoss::default()),

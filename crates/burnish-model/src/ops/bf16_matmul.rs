@@ -76,7 +76,13 @@ fn amx_available() -> bool {
             /// The state component of the AMX tile data.
             const XFEATURE_XTILEDATA: libc::c_long = 18;
             // SAFETY: a request about this process's own permissions; it touches no memory.
-            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+            unsafe {
+                libc::syscall(
+                    libc::SYS_arch_prctl,
+                    ARCH_REQ_XCOMP_PERM,
+                    XFEATURE_XTILEDATA,
+                ) == 0
+            }
         })
     }
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -173,7 +179,10 @@ fn pack_lhs_group(a: Matrix, i0: usize, rows: usize, k: usize, k_pad: usize, chu
     if a.col_stride == 1 {
         for r in 0..rows {
             let start = (i0 + r) * a.row_stride;
-            convert_body(&a.data[start..start + k], &mut chunk[r * k_pad..r * k_pad + k]);
+            convert_body(
+                &a.data[start..start + k],
+                &mut chunk[r * k_pad..r * k_pad + k],
+            );
         }
     } else if a.row_stride == 1 {
         // A transposed view: the group's 16 values of each `k` lie together in memory. 32 of
@@ -300,7 +309,13 @@ pub(crate) enum PackedRhs {
     /// Rounded to bf16 values in f32, for the portable kernel: `[k, n]` row-major.
     Rounded { data: Vec<f32>, k: usize, n: usize },
     /// In the VNNI layout of the AMX and AVX512-BF16 kernels.
-    Vnni { data: Vec<u16>, k: usize, n: usize, k_pad: usize, n_pad: usize },
+    Vnni {
+        data: Vec<u16>,
+        k: usize,
+        n: usize,
+        k_pad: usize,
+        n_pad: usize,
+    },
 }
 
 impl PackedRhs {
@@ -309,12 +324,22 @@ impl PackedRhs {
         let (k, n) = (rhs.rows, rhs.cols);
         assert!(rhs.in_bounds());
         if kernel == Bf16Kernel::Portable || k == 0 {
-            return PackedRhs::Rounded { data: rounded(rhs), k, n };
+            return PackedRhs::Rounded {
+                data: rounded(rhs),
+                k,
+                n,
+            };
         }
         let (k_pad, n_pad) = (round_up(k, BLOCK), round_up(n, BLOCK));
         let mut data = take_buffer();
         pack_rhs(rhs, k_pad, n_pad, &mut data);
-        PackedRhs::Vnni { data, k, n, k_pad, n_pad }
+        PackedRhs::Vnni {
+            data,
+            k,
+            n,
+            k_pad,
+            n_pad,
+        }
     }
 
     fn shape(&self) -> (usize, usize) {
@@ -377,8 +402,13 @@ pub(crate) fn matmul_packed(
                 accumulate,
             );
         }
-        PackedRhs::Vnni { data, k_pad, n_pad, .. } => {
-            assert!(kernel != Bf16Kernel::Portable, "a packed operand needs a packed kernel");
+        PackedRhs::Vnni {
+            data, k_pad, n_pad, ..
+        } => {
+            assert!(
+                kernel != Bf16Kernel::Portable,
+                "a packed operand needs a packed kernel"
+            );
             let mut a = take_buffer();
             pack_lhs(lhs, round_up(m, BLOCK), *k_pad, &mut a);
             packed_product(dst, &a, data, [m, n, *k_pad, *n_pad], accumulate, kernel);
@@ -408,37 +438,39 @@ fn packed_product(
     let (row_blocks, col_blocks) = (m_pad / BLOCK, n_pad / BLOCK);
     let row_tasks = row_blocks.div_ceil(BLOCKS_PER_TASK);
     let out = Output(dst.as_mut_ptr());
-    (0..col_blocks * row_tasks).into_par_iter().for_each(|task| {
-        let out = out;
-        let (col_block, row_task) = (task / row_tasks, task % row_tasks);
-        let j0 = col_block * BLOCK;
-        let mut tile = [0.0f32; BLOCK * BLOCK];
-        let first = row_task * BLOCKS_PER_TASK;
-        let blocks = first..row_blocks.min(first + BLOCKS_PER_TASK);
-        let b_panel = &b[j0 * 2..];
-        // SAFETY (both arms): the kernels read `BLOCK` packed rows of `a` from `i0` and the
-        // `BLOCK`-column panel of `b` from `j0` over `k_pad`, all inside the padded buffers,
-        // and write the 32x32 `tile`; the CPU has the instructions (`kernel` is available).
-        match kernel {
-            Bf16Kernel::Amx => unsafe {
-                amx::configure();
-                for block in blocks {
-                    let i0 = block * BLOCK;
-                    amx::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
-                    write_block(&tile, out, n, i0, j0, m, accumulate);
-                }
-                amx::release();
-            },
-            Bf16Kernel::Avx512Bf16 => unsafe {
-                for block in blocks {
-                    let i0 = block * BLOCK;
-                    avx512::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
-                    write_block(&tile, out, n, i0, j0, m, accumulate);
-                }
-            },
-            Bf16Kernel::Portable => unreachable!("handled above"),
-        }
-    });
+    (0..col_blocks * row_tasks)
+        .into_par_iter()
+        .for_each(|task| {
+            let out = out;
+            let (col_block, row_task) = (task / row_tasks, task % row_tasks);
+            let j0 = col_block * BLOCK;
+            let mut tile = [0.0f32; BLOCK * BLOCK];
+            let first = row_task * BLOCKS_PER_TASK;
+            let blocks = first..row_blocks.min(first + BLOCKS_PER_TASK);
+            let b_panel = &b[j0 * 2..];
+            // SAFETY (both arms): the kernels read `BLOCK` packed rows of `a` from `i0` and the
+            // `BLOCK`-column panel of `b` from `j0` over `k_pad`, all inside the padded buffers,
+            // and write the 32x32 `tile`; the CPU has the instructions (`kernel` is available).
+            match kernel {
+                Bf16Kernel::Amx => unsafe {
+                    amx::configure();
+                    for block in blocks {
+                        let i0 = block * BLOCK;
+                        amx::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
+                        write_block(&tile, out, n, i0, j0, m, accumulate);
+                    }
+                    amx::release();
+                },
+                Bf16Kernel::Avx512Bf16 => unsafe {
+                    for block in blocks {
+                        let i0 = block * BLOCK;
+                        avx512::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
+                        write_block(&tile, out, n, i0, j0, m, accumulate);
+                    }
+                },
+                Bf16Kernel::Portable => unreachable!("handled above"),
+            }
+        });
 }
 
 /// Copies (or adds) the part of a 32x32 `tile` at `(i0, j0)` that lies inside the `[m, n]`
@@ -616,7 +648,10 @@ mod avx512 {
                     let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.cast()));
                     let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.add(32).cast()));
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let pair = a.add((r0 + r) * k_pad + 2 * p).cast::<i32>().read_unaligned();
+                        let pair = a
+                            .add((r0 + r) * k_pad + 2 * p)
+                            .cast::<i32>()
+                            .read_unaligned();
                         let pair: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
                         acc[0] = _mm512_dpbf16_ps(acc[0], pair, b0);
                         acc[1] = _mm512_dpbf16_ps(acc[1], pair, b1);
@@ -688,11 +723,14 @@ mod tests {
 
     #[test]
     fn rounding_matches_half() {
-        for x in values(10_000, 3)
-            .into_iter()
-            .map(|x| x * 1e3)
-            .chain([0.0, -0.0, 1.0 + f32::EPSILON, f32::MAX, f32::INFINITY, f32::MIN_POSITIVE])
-        {
+        for x in values(10_000, 3).into_iter().map(|x| x * 1e3).chain([
+            0.0,
+            -0.0,
+            1.0 + f32::EPSILON,
+            f32::MAX,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ]) {
             assert_eq!(to_bf16(x), half::bf16::from_f32(x).to_bits(), "{x}");
         }
         assert!(round_bf16(f32::NAN).is_nan());
@@ -712,8 +750,14 @@ mod tests {
             let a_t: Vec<f32> = (0..k * m).map(|x| a_data[(x % m) * k + x / m]).collect();
             let b_t: Vec<f32> = (0..n * k).map(|x| b_data[(x % k) * n + x / k]).collect();
             let views = [
-                (Matrix::row_major(&a_data, m, k), Matrix::row_major(&b_data, k, n)),
-                (Matrix::row_major(&a_t, k, m).t(), Matrix::row_major(&b_t, n, k).t()),
+                (
+                    Matrix::row_major(&a_data, m, k),
+                    Matrix::row_major(&b_data, k, n),
+                ),
+                (
+                    Matrix::row_major(&a_t, k, m).t(),
+                    Matrix::row_major(&b_t, n, k).t(),
+                ),
             ];
             for (a, b) in views {
                 let (want, scale) = reference(a, b);

@@ -99,10 +99,18 @@ pub(crate) fn matmul_into(
     precision: Precision,
 ) {
     match precision {
-        Precision::Fp32 => f32_matmul_into(dst, lhs, rhs, accumulate),
-        Precision::Bf16 => bf16_matmul::matmul_into(dst, lhs, rhs, accumulate, Bf16Kernel::best()),
+        // A product of a few rows (a decoding step) would spend as long converting the right
+        // operand to bf16 as multiplying: it runs in f32, which is exact where bf16 rounds.
+        Precision::Bf16 if lhs.rows >= MIN_BF16_ROWS => {
+            bf16_matmul::matmul_into(dst, lhs, rhs, accumulate, Bf16Kernel::best())
+        }
+        _ => f32_matmul_into(dst, lhs, rhs, accumulate),
     }
 }
+
+/// Fewest rows of the left operand for which a bf16 product converts its operands (see
+/// [`matmul_into`]).
+const MIN_BF16_ROWS: usize = 16;
 
 /// A right operand prepared once for several products in one precision (bf16 converts and
 /// packs it once).

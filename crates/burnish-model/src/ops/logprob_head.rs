@@ -485,8 +485,12 @@ mod tests {
         };
         let (hr, wr) = (round(&hidden), round(&weight));
         let bf16 = Precision::Bf16;
-        let (logp, lse) =
-            Flex::logprob_head_forward(p(&hidden), p(&weight), targets.clone().into_primitive(), bf16);
+        let (logp, lse) = Flex::logprob_head_forward(
+            p(&hidden),
+            p(&weight),
+            targets.clone().into_primitive(),
+            bf16,
+        );
         let (want_logp, want_lse) =
             Flex::logprob_head_forward(p(&hr), p(&wr), targets.clone().into_primitive(), fp32);
         assert_close::<1>("bf16 log-probs", logp, want_logp, 1e-5);

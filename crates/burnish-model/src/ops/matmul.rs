@@ -7,7 +7,9 @@
 //! The generic body is burn's `matmul` (fp32) or the same on bf16 casts of the inputs (bf16,
 //! what the GPU backends run: burn's bf16 element type, output rounded to bf16 as autocast's
 //! is); flex runs `cpu_matmul::matmul_into` (the `gemm` crate in fp32, the AMX / AVX512-BF16
-//! kernels in bf16, f32 output); `Autodiff<B>` records the backward.
+//! kernels in bf16, f32 output; a bf16 product of fewer than 16 rows, a decoding step, runs in
+//! f32 since converting its weight would cost as much as the product); `Autodiff<B>` records
+//! the backward.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -204,14 +206,17 @@ mod flex {
         let layout = t.layout();
         let (shape, strides) = (layout.shape(), layout.strides());
         let rank = shape.num_dims();
-        if t.dtype() != DType::F32 || !(rank == 2 || rank == 4) || strides.iter().any(|&s| s < 0)
-        {
+        if t.dtype() != DType::F32 || !(rank == 2 || rank == 4) || strides.iter().any(|&s| s < 0) {
             return None;
         }
         let storage = t.storage::<f32>();
         let leading: Vec<usize> = (0..rank - 2).map(|i| shape[i]).collect();
         let mut out = Vec::new();
-        let (outer, inner) = if rank == 4 { (shape[0], shape[1]) } else { (1, 1) };
+        let (outer, inner) = if rank == 4 {
+            (shape[0], shape[1])
+        } else {
+            (1, 1)
+        };
         for i in 0..outer {
             for j in 0..inner {
                 let offset = if rank == 4 {
@@ -320,13 +325,20 @@ mod tests {
         coeff: &Tensor<Ad, 2>,
         precision: Option<Precision>,
     ) -> [Vec<f32>; 3] {
-        let (x, w) = (x.clone().detach().require_grad(), w.clone().detach().require_grad());
+        let (x, w) = (
+            x.clone().detach().require_grad(),
+            w.clone().detach().require_grad(),
+        );
         let y = match precision {
             Some(p) => matmul(x.clone(), w.clone(), p),
             None => x.clone().matmul(w.clone()),
         };
         let grads = (y.clone() * coeff.clone()).sum().backward();
-        [host(y.inner()), host(x.grad(&grads).unwrap()), host(w.grad(&grads).unwrap())]
+        [
+            host(y.inner()),
+            host(x.grad(&grads).unwrap()),
+            host(w.grad(&grads).unwrap()),
+        ]
     }
 
     fn random(shape: [usize; 2]) -> Tensor<Ad, 2> {
@@ -337,12 +349,20 @@ mod tests {
     /// a transposed (strided) input.
     #[test]
     fn fp32_matmul_equals_burn_matmul() {
-        let (x, w, coeff) = (random([37, 70]), random([45, 70]).transpose(), random([37, 45]));
+        let (x, w, coeff) = (
+            random([37, 70]),
+            random([45, 70]).transpose(),
+            random([37, 45]),
+        );
         let got = run(&x, &w, &coeff, Some(Precision::Fp32));
         let want = run(&x, &w, &coeff, None);
         for (g, w) in got.iter().zip(&want) {
             let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            assert!(max_diff(g, w) <= 1e-4 * scale, "{} (scale {scale})", max_diff(g, w));
+            assert!(
+                max_diff(g, w) <= 1e-4 * scale,
+                "{} (scale {scale})",
+                max_diff(g, w)
+            );
         }
     }
 
@@ -356,7 +376,10 @@ mod tests {
         let k = Tensor::<Ad, 4>::random([2, 3, 13, 8], normal, &dev);
         let coeff = Tensor::<Ad, 4>::random([2, 3, 17, 13], normal, &dev);
         let run = |fused: bool| {
-            let (q, k) = (q.clone().detach().require_grad(), k.clone().detach().require_grad());
+            let (q, k) = (
+                q.clone().detach().require_grad(),
+                k.clone().detach().require_grad(),
+            );
             let kt = k.clone().swap_dims(2, 3);
             let y = if fused {
                 matmul(q.clone(), kt, Precision::Fp32)
@@ -364,7 +387,11 @@ mod tests {
                 q.clone().matmul(kt)
             };
             let grads = (y.clone() * coeff.clone()).sum().backward();
-            [host(y.inner()), host(q.grad(&grads).unwrap()), host(k.grad(&grads).unwrap())]
+            [
+                host(y.inner()),
+                host(q.grad(&grads).unwrap()),
+                host(k.grad(&grads).unwrap()),
+            ]
         };
         for (g, w) in run(true).iter().zip(&run(false)) {
             assert!(max_diff(g, w) < 1e-4, "{}", max_diff(g, w));
@@ -378,7 +405,10 @@ mod tests {
         let (x, w, coeff) = (random([37, 70]), random([70, 45]), random([37, 45]));
         let [y, dx, dw] = run(&x, &w, &coeff, Some(Precision::Bf16));
         let round = |t: &Tensor<Ad, 2>| {
-            let values: Vec<f32> = host(t.clone().inner()).into_iter().map(round_bf16).collect();
+            let values: Vec<f32> = host(t.clone().inner())
+                .into_iter()
+                .map(round_bf16)
+                .collect();
             Tensor::<Flex, 2>::from_data(TensorData::new(values, t.dims()), &Default::default())
         };
         let (xr, wr, cr) = (round(&x), round(&w), round(&coeff));

@@ -38,7 +38,14 @@ pub trait ModelBackend:
 }
 
 impl<B> ModelBackend for B where
-    B: Backend + LogprobHeadOps + GeluOps + MaskedSoftmaxOps + NormOps + MatmulOps + SwigluOps + RopeOps
+    B: Backend
+        + LogprobHeadOps
+        + GeluOps
+        + MaskedSoftmaxOps
+        + NormOps
+        + MatmulOps
+        + SwigluOps
+        + RopeOps
 {
 }
 
@@ -59,7 +66,9 @@ mod cube {
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
     use burn_fusion::{Fusion, FusionBackend};
 
-    use super::{GeluOps, LogprobHeadOps, MaskedSoftmaxOps, MatmulOps, NormOps, RopeOps, SwigluOps};
+    use super::{
+        GeluOps, LogprobHeadOps, MaskedSoftmaxOps, MatmulOps, NormOps, RopeOps, SwigluOps,
+    };
 
     macro_rules! generic_bodies {
         ($($op:ident),*) => {$(
@@ -78,7 +87,15 @@ mod cube {
         )*};
     }
 
-    generic_bodies!(LogprobHeadOps, GeluOps, MaskedSoftmaxOps, NormOps, MatmulOps, SwigluOps, RopeOps);
+    generic_bodies!(
+        LogprobHeadOps,
+        GeluOps,
+        MaskedSoftmaxOps,
+        NormOps,
+        MatmulOps,
+        SwigluOps,
+        RopeOps
+    );
 }
 
 /// What the ops' unit tests share.

@@ -10,11 +10,11 @@
 //! are the plain tensor-op formulas (what the GPU backends run); flex runs one multithreaded
 //! pass each way; `Autodiff<B>` keeps the angles and records the backward.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -137,12 +137,20 @@ impl<B: RopeOps, C: CheckpointStrategy> RopeOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = B::rope_forward(x.primitive, cos.primitive.clone(), sin.primitive.clone(), scale);
+                let y = B::rope_forward(
+                    x.primitive,
+                    cos.primitive.clone(),
+                    sin.primitive.clone(),
+                    scale,
+                );
                 prep.finish((cos.primitive, sin.primitive, scale), y)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::rope_forward(x.primitive, cos.primitive, sin.primitive, scale))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rope_forward(
+                x.primitive,
+                cos.primitive,
+                sin.primitive,
+                scale,
+            )),
         }
     }
 }
@@ -159,7 +167,12 @@ mod flex {
     use crate::ops::simd::contiguous_f32;
 
     /// `[b, s, h, d]` of `x`-like tensors and the angles' `[b, s, d/2]`, when they agree.
-    fn dims(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, heads_first: bool) -> Option<[usize; 4]> {
+    fn dims(
+        x: &FlexTensor,
+        cos: &FlexTensor,
+        sin: &FlexTensor,
+        heads_first: bool,
+    ) -> Option<[usize; 4]> {
         let (xs, cs) = (x.layout().shape(), cos.layout().shape());
         if xs.num_dims() != 4 || cs.num_dims() != 3 || sin.layout().shape() != cs {
             return None;
@@ -201,9 +214,11 @@ mod flex {
             ) else {
                 return super::generic_forward::<Self>(x, cos, sin, scale);
             };
-            let (Some(src), Some(cv), Some(sv)) =
-                (xc.as_slice::<f32>(), cc.as_slice::<f32>(), sc.as_slice::<f32>())
-            else {
+            let (Some(src), Some(cv), Some(sv)) = (
+                xc.as_slice::<f32>(),
+                cc.as_slice::<f32>(),
+                sc.as_slice::<f32>(),
+            ) else {
                 return super::generic_forward::<Self>(x, cos, sin, scale);
             };
             let half = d / 2;
@@ -242,9 +257,11 @@ mod flex {
             ) else {
                 return super::generic_backward::<Self>(grad, cos, sin, scale);
             };
-            let (Some(src), Some(cv), Some(sv)) =
-                (gc.as_slice::<f32>(), cc.as_slice::<f32>(), sc.as_slice::<f32>())
-            else {
+            let (Some(src), Some(cv), Some(sv)) = (
+                gc.as_slice::<f32>(),
+                cc.as_slice::<f32>(),
+                sc.as_slice::<f32>(),
+            ) else {
                 return super::generic_backward::<Self>(grad, cos, sin, scale);
             };
             let half = d / 2;
@@ -294,7 +311,9 @@ mod tests {
         let scale = 0.25;
         let plain = |x: Tensor<Ad, 4>| {
             let x = x.swap_dims(1, 2);
-            let full = |t: &Tensor<Ad, 3>| Tensor::cat(vec![t.clone(), t.clone()], 2).unsqueeze_dim::<4>(1);
+            let full = |t: &Tensor<Ad, 3>| {
+                Tensor::cat(vec![t.clone(), t.clone()], 2).unsqueeze_dim::<4>(1)
+            };
             let x1 = x.clone().narrow(3, 0, d / 2);
             let x2 = x.clone().narrow(3, d / 2, d / 2);
             let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
@@ -311,15 +330,34 @@ mod tests {
             (host(y.inner()), host(x.grad(&grads).unwrap()))
         };
         let ((y, dx), (want_y, want_dx)) = (run(true), run(false));
-        assert!(max_diff(&y, &want_y) < 1e-5, "values differ by {}", max_diff(&y, &want_y));
-        assert!(max_diff(&dx, &want_dx) < 1e-5, "gradients differ by {}", max_diff(&dx, &want_dx));
+        assert!(
+            max_diff(&y, &want_y) < 1e-5,
+            "values differ by {}",
+            max_diff(&y, &want_y)
+        );
+        assert!(
+            max_diff(&dx, &want_dx) < 1e-5,
+            "gradients differ by {}",
+            max_diff(&dx, &want_dx)
+        );
 
         let p = |t: Tensor<Flex, 3>| t.into_primitive().tensor();
         let (ci, si) = (cos.inner(), sin.inner());
-        let generic = super::generic_forward::<Flex>(x.inner().into_primitive().tensor(), p(ci.clone()), p(si.clone()), scale);
-        let generic = Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(generic));
+        let generic = super::generic_forward::<Flex>(
+            x.inner().into_primitive().tensor(),
+            p(ci.clone()),
+            p(si.clone()),
+            scale,
+        );
+        let generic =
+            Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(generic));
         assert!(max_diff(&host(generic), &want_y) < 1e-5);
-        let back = super::generic_backward::<Flex>(coeff.inner().into_primitive().tensor(), p(ci), p(si), scale);
+        let back = super::generic_backward::<Flex>(
+            coeff.inner().into_primitive().tensor(),
+            p(ci),
+            p(si),
+            scale,
+        );
         let back = Tensor::<Flex, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(back));
         assert!(max_diff(&host(back), &want_dx) < 1e-5);
     }

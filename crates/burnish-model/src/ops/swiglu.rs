@@ -153,7 +153,13 @@ mod flex {
 
     #[inline(always)]
     fn backward_body(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
-        for i in 0..g.len().min(u.len()).min(dy.len()).min(dg.len()).min(du.len()) {
+        for i in 0..g
+            .len()
+            .min(u.len())
+            .min(dy.len())
+            .min(dg.len())
+            .min(du.len())
+        {
             let (a, b) = swiglu_grad_scalar(g[i], u[i], dy[i]);
             dg[i] = a;
             du[i] = b;
@@ -205,9 +211,11 @@ mod flex {
             ) else {
                 return super::generic_backward::<Self>(gate, up, grad);
             };
-            let (Some(g), Some(u), Some(dy)) =
-                (g.as_slice::<f32>(), u.as_slice::<f32>(), dy.as_slice::<f32>())
-            else {
+            let (Some(g), Some(u), Some(dy)) = (
+                g.as_slice::<f32>(),
+                u.as_slice::<f32>(),
+                dy.as_slice::<f32>(),
+            ) else {
                 return super::generic_backward::<Self>(gate, up, grad);
             };
             let (mut dg, mut du) = (vec![0.0f32; g.len()], vec![0.0f32; g.len()]);
@@ -243,7 +251,10 @@ mod tests {
         let up = Tensor::<Ad, 2>::random([129, 67], Distribution::Normal(0.0, 1.0), &dev);
         let coeff = Tensor::<Ad, 2>::random([67, 129], Distribution::Normal(0.0, 1.0), &dev);
         let run = |fused: bool| {
-            let (g, u) = (gate.clone().detach().require_grad(), up.clone().detach().require_grad());
+            let (g, u) = (
+                gate.clone().detach().require_grad(),
+                up.clone().detach().require_grad(),
+            );
             let ut = u.clone().transpose();
             let y = if fused {
                 swiglu(g.clone(), ut)
@@ -251,11 +262,22 @@ mod tests {
                 silu(g.clone()) * ut
             };
             let grads = (y.clone() * coeff.clone()).sum().backward();
-            [host(y.inner()), host(g.grad(&grads).unwrap()), host(u.grad(&grads).unwrap())]
+            [
+                host(y.inner()),
+                host(g.grad(&grads).unwrap()),
+                host(u.grad(&grads).unwrap()),
+            ]
         };
         let (got, want) = (run(true), run(false));
-        for (what, (g, w)) in ["value", "d gate", "d up"].iter().zip(got.iter().zip(&want)) {
-            assert!(max_diff(g, w) < 1e-4, "{what} differs by {}", max_diff(g, w));
+        for (what, (g, w)) in ["value", "d gate", "d up"]
+            .iter()
+            .zip(got.iter().zip(&want))
+        {
+            assert!(
+                max_diff(g, w) < 1e-4,
+                "{what} differs by {}",
+                max_diff(g, w)
+            );
         }
         let (g, u, dy) = (
             gate.inner().into_primitive().tensor(),
@@ -263,7 +285,8 @@ mod tests {
             coeff.inner().into_primitive().tensor(),
         );
         let (dg, du) = super::generic_backward::<Flex>(g, u, dy);
-        let as_tensor = |t| Tensor::<Flex, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
+        let as_tensor =
+            |t| Tensor::<Flex, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
         assert!(max_diff(&host(as_tensor(dg)), &want[1]) < 1e-4);
         assert!(max_diff(&host(as_tensor(du).transpose()), &want[2]) < 1e-4);
     }
