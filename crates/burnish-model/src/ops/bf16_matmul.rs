@@ -441,7 +441,6 @@ fn packed_product(
     (0..col_blocks * row_tasks)
         .into_par_iter()
         .for_each(|task| {
-            let out = out;
             let (col_block, row_task) = (task / row_tasks, task % row_tasks);
             let j0 = col_block * BLOCK;
             let mut tile = [0.0f32; BLOCK * BLOCK];
