@@ -166,13 +166,15 @@ mod flex {
     use super::RopeOps;
     use crate::ops::simd::contiguous_f32;
 
-    /// `[b, s, h, d]` of `x`-like tensors and the angles' `[b, s, d/2]`, when they agree.
-    fn dims(
+    /// The kernel's inputs: `[b, s, h, d]` of an `x`-like tensor (laid out `[b, h, s, d]` when
+    /// `heads_first`) and contiguous f32 copies of it and of the angles `[b, s, d/2]`; `None`
+    /// sends the call to the generic body.
+    fn kernel_inputs(
         x: &FlexTensor,
         cos: &FlexTensor,
         sin: &FlexTensor,
         heads_first: bool,
-    ) -> Option<[usize; 4]> {
+    ) -> Option<([usize; 4], [FlexTensor; 3])> {
         let (xs, cs) = (x.layout().shape(), cos.layout().shape());
         if xs.num_dims() != 4 || cs.num_dims() != 3 || sin.layout().shape() != cs {
             return None;
@@ -182,7 +184,24 @@ mod flex {
         } else {
             [xs[0], xs[1], xs[2], xs[3]]
         };
-        (d % 2 == 0 && (cs[0], cs[1], cs[2]) == (b, s, d / 2)).then_some([b, s, h, d])
+        if d % 2 != 0 || (cs[0], cs[1], cs[2]) != (b, s, d / 2) {
+            return None;
+        }
+        let copies = [
+            contiguous_f32(x)?,
+            contiguous_f32(cos)?,
+            contiguous_f32(sin)?,
+        ];
+        // `as_slice` is `Some` for these contiguous f32 copies; checked once here.
+        copies
+            .iter()
+            .all(|t| t.as_slice::<f32>().is_some())
+            .then_some(([b, s, h, d], copies))
+    }
+
+    /// The elements of a contiguous f32 copy from [`kernel_inputs`].
+    fn slice(t: &FlexTensor) -> &[f32] {
+        t.as_slice::<f32>().expect("checked by kernel_inputs")
     }
 
     /// `(dst_1, dst_2) = scale * (x1 c - x2 s, x2 c + x1 s)` (`sign = 1`, the rotation) or
@@ -206,21 +225,10 @@ mod flex {
             sin: FloatTensor<Self>,
             scale: f32,
         ) -> FloatTensor<Self> {
-            let (Some([b, s, h, d]), Some(xc), Some(cc), Some(sc)) = (
-                dims(&x, &cos, &sin, false),
-                contiguous_f32(&x),
-                contiguous_f32(&cos),
-                contiguous_f32(&sin),
-            ) else {
+            let Some(([b, s, h, d], [xc, cc, sc])) = kernel_inputs(&x, &cos, &sin, false) else {
                 return super::generic_forward::<Self>(x, cos, sin, scale);
             };
-            let (Some(src), Some(cv), Some(sv)) = (
-                xc.as_slice::<f32>(),
-                cc.as_slice::<f32>(),
-                sc.as_slice::<f32>(),
-            ) else {
-                return super::generic_forward::<Self>(x, cos, sin, scale);
-            };
+            let (src, cv, sv) = (slice(&xc), slice(&cc), slice(&sc));
             let half = d / 2;
             let mut out = vec![0.0f32; b * h * s * d];
             // One task per (batch, head): its `[s, d]` block of the output is contiguous.
@@ -249,21 +257,10 @@ mod flex {
             sin: FloatTensor<Self>,
             scale: f32,
         ) -> FloatTensor<Self> {
-            let (Some([b, s, h, d]), Some(gc), Some(cc), Some(sc)) = (
-                dims(&grad, &cos, &sin, true),
-                contiguous_f32(&grad),
-                contiguous_f32(&cos),
-                contiguous_f32(&sin),
-            ) else {
+            let Some(([b, s, h, d], [gc, cc, sc])) = kernel_inputs(&grad, &cos, &sin, true) else {
                 return super::generic_backward::<Self>(grad, cos, sin, scale);
             };
-            let (Some(src), Some(cv), Some(sv)) = (
-                gc.as_slice::<f32>(),
-                cc.as_slice::<f32>(),
-                sc.as_slice::<f32>(),
-            ) else {
-                return super::generic_backward::<Self>(grad, cos, sin, scale);
-            };
+            let (src, cv, sv) = (slice(&gc), slice(&cc), slice(&sc));
             let half = d / 2;
             let mut out = vec![0.0f32; b * s * h * d];
             // One task per batch row: its `[s, h, d]` block of the output is contiguous.
