@@ -37,6 +37,10 @@ pub struct GenerateArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// fp32 (default: exact) or bf16 matrix products (bf16 inputs, f32 accumulation, as a
+    /// bf16 training run computes).
+    #[arg(long, default_value = "fp32")]
+    pub precision: burnish::model::Precision,
 }
 
 struct Generation {
@@ -48,7 +52,8 @@ impl Job for Generation {
 
     fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self.args;
-        let model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
+        let model =
+            CausalLm::<B>::from_pretrained(&args.model, &device)?.with_precision(args.precision);
         let tokenizer = TextTokenizer::from_model_dir(&args.model)?;
         tokenizer.check_fits(&model.config)?;
         let prompt = tokenizer.encode(&args.prompt)?;

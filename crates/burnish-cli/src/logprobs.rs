@@ -40,6 +40,10 @@ pub struct LogprobsArgs {
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// fp32 (default: exact) or bf16 matrix products (bf16 inputs, f32 accumulation, as a
+    /// bf16 training run computes).
+    #[arg(long, default_value = "fp32")]
+    pub precision: burnish::model::Precision,
 }
 
 struct Scoring {
@@ -90,7 +94,8 @@ impl Job for Scoring {
 
     fn run<B: ModelBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let args = self.args;
-        let mut model = CausalLm::<B>::from_pretrained(&args.model, &device)?;
+        let mut model =
+            CausalLm::<B>::from_pretrained(&args.model, &device)?.with_precision(args.precision);
         if let Some(adapter) = &args.adapter {
             model = model.load_peft_adapter(adapter, &device)?.0;
         }
