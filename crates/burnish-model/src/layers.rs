@@ -169,7 +169,7 @@ impl<B: ModelBackend> SelfAttention<B> {
     ///
     /// `allowed` is `[batch, 1, seq, keys]`: which keys each query may attend to (causal and
     /// not padding). With a cache, the new keys/values are appended to it and `keys` counts the
-    /// cached ones too. The projections run in `precision`.
+    /// cached ones too. The matrix products (projections and attention) run in `precision`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
