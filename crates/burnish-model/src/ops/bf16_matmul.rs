@@ -19,10 +19,11 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::bf16_blocks::{BlockKernel, amx, avx512};
 use super::cpu_matmul::{Matrix, f32_matmul_into};
 
 /// Rows and columns of the output block one kernel call computes, and the `k` step.
-const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 32;
 /// Output blocks down the rows that one rayon task computes against one column block: the
 /// task's share of the packed left matrix (256 rows) then stays in the core's L2 cache.
 const BLOCKS_PER_TASK: usize = 8;
@@ -308,8 +309,9 @@ fn give_back(buffer: Vec<u16>) {
 pub(crate) enum PackedRhs {
     /// Rounded to bf16 values in f32, for the portable kernel: `[k, n]` row-major.
     Rounded { data: Vec<f32>, k: usize, n: usize },
-    /// In the VNNI layout of the AMX and AVX512-BF16 kernels.
+    /// In the VNNI layout of the AMX and AVX512-BF16 kernels, for `kernel`.
     Vnni {
+        kernel: BlockKernel,
         data: Vec<u16>,
         k: usize,
         n: usize,
@@ -322,18 +324,25 @@ impl PackedRhs {
     /// `rhs [k, n]` prepared for `kernel`.
     pub fn new(rhs: Matrix, kernel: Bf16Kernel) -> Self {
         let (k, n) = (rhs.rows, rhs.cols);
-        assert!(rhs.in_bounds());
-        if kernel == Bf16Kernel::Portable || k == 0 {
+        // An empty operand has nothing to pack (and would make the packing's chunks empty).
+        let block_kernel = match kernel {
+            _ if k == 0 || n == 0 => None,
+            Bf16Kernel::Amx => Some(BlockKernel::Amx),
+            Bf16Kernel::Avx512Bf16 => Some(BlockKernel::Avx512Bf16),
+            Bf16Kernel::Portable => None,
+        };
+        let Some(block_kernel) = block_kernel else {
             return PackedRhs::Rounded {
                 data: rounded(rhs),
                 k,
                 n,
             };
-        }
+        };
         let (k_pad, n_pad) = (round_up(k, BLOCK), round_up(n, BLOCK));
         let mut data = take_buffer();
         pack_rhs(rhs, k_pad, n_pad, &mut data);
         PackedRhs::Vnni {
+            kernel: block_kernel,
             data,
             k,
             n,
@@ -375,17 +384,11 @@ pub(crate) fn matmul_into(
     accumulate: bool,
     kernel: Bf16Kernel,
 ) {
-    matmul_packed(dst, lhs, &PackedRhs::new(rhs, kernel), accumulate, kernel);
+    matmul_packed(dst, lhs, &PackedRhs::new(rhs, kernel), accumulate);
 }
 
-/// [`matmul_into`] with the right operand already prepared for `kernel`.
-pub(crate) fn matmul_packed(
-    dst: &mut [f32],
-    lhs: Matrix,
-    rhs: &PackedRhs,
-    accumulate: bool,
-    kernel: Bf16Kernel,
-) {
+/// [`matmul_into`] with the right operand already prepared (for the kernel it names).
+pub(crate) fn matmul_packed(dst: &mut [f32], lhs: Matrix, rhs: &PackedRhs, accumulate: bool) {
     let (k, n) = rhs.shape();
     let m = lhs.rows;
     assert!(lhs.cols == k && dst.len() >= m * n && lhs.in_bounds());
@@ -403,15 +406,15 @@ pub(crate) fn matmul_packed(
             );
         }
         PackedRhs::Vnni {
-            data, k_pad, n_pad, ..
+            kernel,
+            data,
+            k_pad,
+            n_pad,
+            ..
         } => {
-            assert!(
-                kernel != Bf16Kernel::Portable,
-                "a packed operand needs a packed kernel"
-            );
             let mut a = take_buffer();
             pack_lhs(lhs, round_up(m, BLOCK), *k_pad, &mut a);
-            packed_product(dst, &a, data, [m, n, *k_pad, *n_pad], accumulate, kernel);
+            packed_product(dst, &a, data, [m, n, *k_pad, *n_pad], accumulate, *kernel);
             give_back(a);
         }
     }
@@ -432,7 +435,7 @@ fn packed_product(
     b: &[u16],
     [m, n, k_pad, n_pad]: [usize; 4],
     accumulate: bool,
-    kernel: Bf16Kernel,
+    kernel: BlockKernel,
 ) {
     let m_pad = a.len() / k_pad;
     let (row_blocks, col_blocks) = (m_pad / BLOCK, n_pad / BLOCK);
@@ -451,7 +454,7 @@ fn packed_product(
             // `BLOCK`-column panel of `b` from `j0` over `k_pad`, all inside the padded buffers,
             // and write the 32x32 `tile`; the CPU has the instructions (`kernel` is available).
             match kernel {
-                Bf16Kernel::Amx => unsafe {
+                BlockKernel::Amx => unsafe {
                     amx::configure();
                     for block in blocks {
                         let i0 = block * BLOCK;
@@ -460,14 +463,13 @@ fn packed_product(
                     }
                     amx::release();
                 },
-                Bf16Kernel::Avx512Bf16 => unsafe {
+                BlockKernel::Avx512Bf16 => unsafe {
                     for block in blocks {
                         let i0 = block * BLOCK;
                         avx512::block(&a[i0 * k_pad..], b_panel, k_pad, n_pad, &mut tile);
                         write_block(&tile, out, n, i0, j0, m, accumulate);
                     }
                 },
-                Bf16Kernel::Portable => unreachable!("handled above"),
             }
         });
 }
@@ -497,191 +499,6 @@ fn write_block(
         } else {
             row.copy_from_slice(src);
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod amx {
-    //! The AMX block kernel: tiles 0-3 accumulate the four 16x16 quarters of the 32x32 output
-    //! block, tiles 4-5 hold 16 rows x 32 `k` of the left matrix, tiles 6-7 16 pairs of `k` x
-    //! 16 columns of the right one.
-
-    use std::arch::asm;
-
-    use super::BLOCK;
-
-    /// The tile configuration `ldtilecfg` reads (palette 1): 64 bytes.
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    /// Configures tiles 0-7 as 16 rows of 64 bytes on this thread.
-    ///
-    /// # Safety
-    /// The CPU has AMX and the process has been granted the tile state.
-    pub unsafe fn configure() {
-        let mut config = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            bytes_per_row: [0; 16],
-            rows: [0; 16],
-        };
-        for t in 0..8 {
-            config.bytes_per_row[t] = 64;
-            config.rows[t] = 16;
-        }
-        // SAFETY: the caller guarantees AMX; the config is a valid palette-1 layout.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-    }
-
-    /// Releases this thread's tile state.
-    ///
-    /// # Safety
-    /// As [`configure`].
-    pub unsafe fn release() {
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    }
-
-    /// `tile = a[0..32, ..] @ b[.., 0..32]` over the packed buffers.
-    ///
-    /// # Safety
-    /// Tiles configured by [`configure`] on this thread; `a` holds 32 rows of `k_pad`, `b` the
-    /// VNNI panel (`k_pad / 2` rows of stride `2 * n_pad`, 32 columns from its start).
-    pub unsafe fn block(
-        a: &[u16],
-        b: &[u16],
-        k_pad: usize,
-        n_pad: usize,
-        tile: &mut [f32; BLOCK * BLOCK],
-    ) {
-        debug_assert!(a.len() >= 31 * k_pad + k_pad && b.len() >= (k_pad / 2 - 1) * 2 * n_pad + 64);
-        let (a, b) = (a.as_ptr(), b.as_ptr());
-        let a_stride = k_pad * 2;
-        let b_stride = n_pad * 4;
-        unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
-            for kk in (0..k_pad).step_by(BLOCK) {
-                let a0 = a.add(kk);
-                let a1 = a.add(16 * k_pad + kk);
-                let b0 = b.add(kk * n_pad);
-                let b1 = b0.add(32);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa} * 1]",
-                    "tileloadd tmm5, [{a1} + {sa} * 1]",
-                    "tileloadd tmm6, [{b0} + {sb} * 1]",
-                    "tileloadd tmm7, [{b1} + {sb} * 1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a1,
-                    b0 = in(reg) b0,
-                    b1 = in(reg) b1,
-                    sa = in(reg) a_stride,
-                    sb = in(reg) b_stride,
-                    options(nostack, readonly)
-                );
-            }
-            let c = tile.as_mut_ptr();
-            asm!(
-                "tilestored [{c0} + {s} * 1], tmm0",
-                "tilestored [{c1} + {s} * 1], tmm1",
-                "tilestored [{c2} + {s} * 1], tmm2",
-                "tilestored [{c3} + {s} * 1], tmm3",
-                c0 = in(reg) c,
-                c1 = in(reg) c.add(16),
-                c2 = in(reg) c.add(16 * BLOCK),
-                c3 = in(reg) c.add(16 * BLOCK + 16),
-                s = in(reg) BLOCK * 4,
-                options(nostack)
-            );
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    //! The AVX512-BF16 block kernel: 8 rows x 32 columns of the output in 16 registers, each
-    //! `vdpbf16ps` adding one pair of `k` for 16 columns.
-
-    use std::arch::x86_64::*;
-
-    use super::BLOCK;
-
-    /// Rows of the register block.
-    const ROWS: usize = 8;
-
-    /// `tile = a[0..32, ..] @ b[.., 0..32]` over the packed buffers.
-    ///
-    /// # Safety
-    /// The CPU has AVX512F and AVX512-BF16; the buffers as for the AMX kernel.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn block(
-        a: &[u16],
-        b: &[u16],
-        k_pad: usize,
-        n_pad: usize,
-        tile: &mut [f32; BLOCK * BLOCK],
-    ) {
-        debug_assert!(a.len() >= BLOCK * k_pad && b.len() >= (k_pad / 2 - 1) * 2 * n_pad + 64);
-        let (a, b) = (a.as_ptr(), b.as_ptr());
-        for r0 in (0..BLOCK).step_by(ROWS) {
-            let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
-            for p in 0..k_pad / 2 {
-                // SAFETY: inside the packed buffers (see the caller).
-                unsafe {
-                    let row = b.add(p * 2 * n_pad);
-                    let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.cast()));
-                    let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.add(32).cast()));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let pair = a
-                            .add((r0 + r) * k_pad + 2 * p)
-                            .cast::<i32>()
-                            .read_unaligned();
-                        let pair: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                        acc[0] = _mm512_dpbf16_ps(acc[0], pair, b0);
-                        acc[1] = _mm512_dpbf16_ps(acc[1], pair, b1);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate() {
-                let out = tile[(r0 + r) * BLOCK..].as_mut_ptr();
-                // SAFETY: 32 floats of row `r0 + r` of the tile.
-                unsafe {
-                    _mm512_storeu_ps(out, acc[0]);
-                    _mm512_storeu_ps(out.add(16), acc[1]);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod amx {
-    pub unsafe fn configure() {}
-    pub unsafe fn release() {}
-    pub unsafe fn block(_: &[u16], _: &[u16], _: usize, _: usize, _: &mut [f32; 1024]) {
-        unreachable!("AMX is x86-64 only")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod avx512 {
-    pub unsafe fn block(_: &[u16], _: &[u16], _: usize, _: usize, _: &mut [f32; 1024]) {
-        unreachable!("AVX-512 is x86-64 only")
     }
 }
 
@@ -742,7 +559,14 @@ mod tests {
     fn every_kernel_equals_the_rounded_reference() {
         let kernels = Bf16Kernel::available();
         eprintln!("bf16 kernels on this CPU: {kernels:?}");
-        for &(m, k, n) in &[(37, 45, 70), (1, 576, 33), (64, 32, 32), (130, 200, 3)] {
+        for &(m, k, n) in &[
+            (37, 45, 70),
+            (1, 576, 33),
+            (64, 32, 32),
+            (130, 200, 3),
+            (5, 0, 7),
+            (4, 9, 0),
+        ] {
             let a_data = values(m * k, 1);
             let b_data = values(k * n, 2);
             // Row-major and transposed views of the same matrices.

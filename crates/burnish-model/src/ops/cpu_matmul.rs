@@ -134,9 +134,7 @@ impl<'a> PreparedRhs<'a> {
     pub fn multiply(&self, dst: &mut [f32], lhs: Matrix, accumulate: bool) {
         match self {
             PreparedRhs::F32(rhs) => f32_matmul_into(dst, lhs, *rhs, accumulate),
-            PreparedRhs::Bf16(rhs) => {
-                bf16_matmul::matmul_packed(dst, lhs, rhs, accumulate, Bf16Kernel::best())
-            }
+            PreparedRhs::Bf16(rhs) => bf16_matmul::matmul_packed(dst, lhs, rhs, accumulate),
         }
     }
 }

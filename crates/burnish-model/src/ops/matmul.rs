@@ -26,8 +26,9 @@ use crate::precision::Precision;
 /// The linear layers' matrix product as a backend extension. The defaults are the generic
 /// bodies.
 pub trait MatmulOps: Backend {
-    /// `x [.., n, k] @ weight [.., k, m] -> [.., n, m]` in `precision`; rank 2, or rank 4 with
-    /// the same leading dimensions on both sides.
+    /// `x [.., n, k] @ weight [.., k, m] -> [.., n, m]` in `precision`, the same leading
+    /// dimensions on both sides (the flex kernel takes rank 2 and 4, other ranks the generic
+    /// body).
     fn matmul_forward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -45,39 +46,58 @@ pub trait MatmulOps: Backend {
         precision: Precision,
         want: [bool; 2],
     ) -> [Option<FloatTensor<Self>>; 2] {
-        let t = transpose::<Self>;
         [
-            want[0].then(|| generic_matmul::<Self>(grad.clone(), t(weight), precision)),
-            want[1].then(|| generic_matmul::<Self>(t(x), grad, precision)),
+            want[0].then(|| generic_product::<Self>(&grad, &weight, [false, true], precision)),
+            want[1].then(|| generic_product::<Self>(&x, &grad, [true, false], precision)),
         ]
     }
+}
+
+/// `lhs @ rhs`, each transposed (last two axes) when asked, through the generic body: the
+/// backward's products.
+fn generic_product<B: Backend>(
+    lhs: &FloatTensor<B>,
+    rhs: &FloatTensor<B>,
+    transpose: [bool; 2],
+    precision: Precision,
+) -> FloatTensor<B> {
+    let maybe_t = |t: &FloatTensor<B>, yes: bool| {
+        let rank = t.shape().num_dims();
+        if yes {
+            B::float_swap_dims(t.clone(), rank - 2, rank - 1)
+        } else {
+            t.clone()
+        }
+    };
+    generic_matmul::<B>(
+        maybe_t(lhs, transpose[0]),
+        maybe_t(rhs, transpose[1]),
+        precision,
+    )
 }
 
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// The transpose of the last two axes.
-fn transpose<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
-    let rank = t.shape().num_dims();
-    B::float_swap_dims(t, rank - 2, rank - 1)
-}
-
-/// The generic body: burn's matmul, on bf16 casts of the inputs in bf16.
+/// The generic body: burn's matmul, on bf16 casts of the inputs in bf16. Any rank from 2 up:
+/// the leading dimensions (equal on both sides) are folded into one batch axis and restored.
 fn generic_matmul<B: Backend>(
     lhs: FloatTensor<B>,
     rhs: FloatTensor<B>,
     precision: Precision,
 ) -> FloatTensor<B> {
-    match lhs.shape().num_dims() {
-        2 => plain_product(float::<B, 2>(lhs), float::<B, 2>(rhs), precision)
-            .into_primitive()
-            .tensor(),
-        4 => plain_product(float::<B, 4>(lhs), float::<B, 4>(rhs), precision)
-            .into_primitive()
-            .tensor(),
-        rank => panic!("the matmul op takes rank 2 or 4, not {rank}"),
-    }
+    let (ls, rs) = (lhs.shape(), rhs.shape());
+    let rank = ls.num_dims();
+    let batch: usize = (0..rank.saturating_sub(2)).map(|i| ls[i]).product();
+    let as_batch = |t: FloatTensor<B>, s: &burn::tensor::Shape| {
+        let (rows, cols) = (s[rank - 2], s[rank - 1]);
+        float::<B, 3>(B::float_reshape(t, [batch, rows, cols].into()))
+    };
+    let out = plain_product(as_batch(lhs, &ls), as_batch(rhs, &rs), precision);
+    let mut dims: Vec<usize> = (0..rank - 2).map(|i| ls[i]).collect();
+    dims.extend([ls[rank - 2], rs[rank - 1]]);
+    B::float_reshape(out.into_primitive().tensor(), dims.into())
 }
 
 /// `lhs @ rhs` in plain tensor ops, in `precision` (bf16: on bf16 casts, the output cast back):
@@ -98,8 +118,8 @@ pub(crate) fn plain_product<B: Backend, const D: usize>(
     }
 }
 
-/// `x [.., n, k] @ weight [.., k, m]` in `precision` (rank 2, or rank 4 with equal leading
-/// dimensions), through the op (differentiable on `Autodiff<B>`).
+/// `x [.., n, k] @ weight [.., k, m]` in `precision` (equal leading dimensions), through the op
+/// (differentiable on `Autodiff<B>`). `D` is at least 2, as for burn's `matmul`.
 pub fn matmul<B: MatmulOps, const D: usize>(
     x: Tensor<B, D>,
     weight: Tensor<B, D>,
@@ -289,18 +309,15 @@ mod flex {
             precision: Precision,
             want: [bool; 2],
         ) -> [Option<FloatTensor<Self>>; 2] {
-            let t = super::transpose::<Self>;
-            let dx = want[0].then(|| {
-                product(&grad, &weight, [false, true], precision).unwrap_or_else(|| {
-                    super::generic_matmul::<Self>(grad.clone(), t(weight.clone()), precision)
+            let either = |lhs: &FlexTensor, rhs: &FlexTensor, transpose: [bool; 2]| {
+                product(lhs, rhs, transpose, precision).unwrap_or_else(|| {
+                    super::generic_product::<Self>(lhs, rhs, transpose, precision)
                 })
-            });
-            let dweight = want[1].then(|| {
-                product(&x, &grad, [true, false], precision).unwrap_or_else(|| {
-                    super::generic_matmul::<Self>(t(x.clone()), grad.clone(), precision)
-                })
-            });
-            [dx, dweight]
+            };
+            [
+                want[0].then(|| either(&grad, &weight, [false, true])),
+                want[1].then(|| either(&x, &grad, [true, false])),
+            ]
         }
     }
 }
@@ -396,6 +413,24 @@ mod tests {
         for (g, w) in run(true).iter().zip(&run(false)) {
             assert!(max_diff(g, w) < 1e-4, "{}", max_diff(g, w));
         }
+    }
+
+    /// The generic body (what the GPU backends run) equals burn's matmul at rank 3, which it
+    /// folds to one batch axis and back.
+    #[test]
+    fn generic_body_takes_any_rank() {
+        let dev = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let a = Tensor::<Flex, 3>::random([3, 5, 4], normal, &dev);
+        let b = Tensor::<Flex, 3>::random([3, 4, 6], normal, &dev);
+        let got = super::generic_matmul::<Flex>(
+            a.clone().into_primitive().tensor(),
+            b.clone().into_primitive().tensor(),
+            Precision::Fp32,
+        );
+        let got = Tensor::<Flex, 3>::from_primitive(burn::tensor::TensorPrimitive::Float(got));
+        assert_eq!(got.dims(), [3, 5, 6]);
+        assert!(max_diff(&host(got), &host(a.matmul(b))) < 1e-5);
     }
 
     /// bf16: the op equals burn's f32 matmul on bf16-rounded inputs (forward, and each

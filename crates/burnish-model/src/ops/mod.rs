@@ -7,6 +7,8 @@
 //! bounds of every caller again.
 
 #[cfg(feature = "flex")]
+mod bf16_blocks;
+#[cfg(feature = "flex")]
 pub mod bf16_matmul;
 #[cfg(feature = "flex")]
 pub(crate) mod cpu_matmul;
