@@ -235,12 +235,12 @@ impl<B: ModelBackend> SelfAttention<B> {
         // `repeat_kv`): the query heads that share key/value head `j` are heads
         // `j * groups .. (j + 1) * groups`, so `[batch, heads, seq, d]` read as `[batch,
         // kv_heads, groups * seq, d]` puts each group's queries against its one key/value head.
+        // The softmax reads query row `g * seq + i` against mask row `i`.
         let groups = self.num_heads / self.num_kv_heads;
-        let (q, allowed) = if groups > 1 {
-            let grouped = [batch, self.num_kv_heads, groups * seq, self.head_dim];
-            (q.reshape(grouped), allowed.repeat_dim(2, groups))
+        let q = if groups > 1 {
+            q.reshape([batch, self.num_kv_heads, groups * seq, self.head_dim])
         } else {
-            (q, allowed)
+            q
         };
         let scores = matmul(q, k.swap_dims(2, 3), precision);
         let weights = masked_softmax(scores, allowed);

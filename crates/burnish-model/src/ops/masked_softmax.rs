@@ -22,8 +22,10 @@ pub const MASKED_SCORE: f32 = -1e9;
 
 /// The fused masked softmax as a backend extension. The defaults are the generic bodies.
 pub trait MaskedSoftmaxOps: Backend {
-    /// `scores [batch, heads, queries, keys]`, `allowed [batch, 1, queries, keys]` -> the
-    /// softmax over keys of the scores where allowed and [`MASKED_SCORE`] elsewhere.
+    /// `scores [batch, heads, queries, keys]`, `allowed [batch, 1, rows, keys]` -> the
+    /// softmax over keys of the scores where allowed and [`MASKED_SCORE`] elsewhere. `rows`
+    /// divides `queries`; query `q` reads mask row `q % rows` (grouped-query attention stacks
+    /// each key/value head's query heads along the query axis, all under one mask).
     fn masked_softmax(scores: FloatTensor<Self>, allowed: BoolTensor<Self>) -> FloatTensor<Self> {
         generic_forward::<Self>(scores, allowed)
     }
@@ -43,12 +45,23 @@ fn float<B: Backend>(t: FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
+/// Where the scores are masked, `[batch, heads, queries, keys]`: the mask's rows repeated up to
+/// the queries, then expanded over heads.
+fn masked_where<B: Backend>(allowed: BoolTensor<B>, dims: [usize; 4]) -> Tensor<B, 4, Bool> {
+    let allowed = Tensor::<B, 4, Bool>::from_primitive(allowed);
+    let rows = allowed.dims()[2];
+    let allowed = if rows == dims[2] {
+        allowed
+    } else {
+        allowed.repeat_dim(2, dims[2] / rows.max(1))
+    };
+    allowed.bool_not().expand(dims)
+}
+
 /// The generic forward body: expand the mask over heads, fill, softmax.
 fn generic_forward<B: Backend>(scores: FloatTensor<B>, allowed: BoolTensor<B>) -> FloatTensor<B> {
     let scores = float::<B>(scores);
-    let masked = Tensor::<B, 4, Bool>::from_primitive(allowed)
-        .bool_not()
-        .expand(scores.dims());
+    let masked = masked_where::<B>(allowed, scores.dims());
     softmax(scores.mask_fill(masked, MASKED_SCORE), 3)
         .into_primitive()
         .tensor()
@@ -61,9 +74,7 @@ fn generic_backward<B: Backend>(
     grad: FloatTensor<B>,
 ) -> FloatTensor<B> {
     let (y, grad) = (float::<B>(y), float::<B>(grad));
-    let masked = Tensor::<B, 4, Bool>::from_primitive(allowed)
-        .bool_not()
-        .expand(y.dims());
+    let masked = masked_where::<B>(allowed, y.dims());
     let dot = (grad.clone() * y.clone()).sum_dim(3);
     (y * (grad - dot))
         .mask_fill(masked, 0.0)
@@ -72,7 +83,8 @@ fn generic_backward<B: Backend>(
 }
 
 /// The masked softmax through the fused op (differentiable on `Autodiff<B>`):
-/// `scores [batch, heads, queries, keys]`, `allowed [batch, 1, queries, keys]`.
+/// `scores [batch, heads, queries, keys]`, `allowed [batch, 1, rows, keys]`, `rows` dividing
+/// `queries` (query `q` reads mask row `q % rows`).
 pub fn masked_softmax<B: MaskedSoftmaxOps>(
     scores: Tensor<B, 4>,
     allowed: Tensor<B, 4, Bool>,
@@ -144,16 +156,33 @@ mod flex {
             .then(|| t.to_contiguous())
     }
 
-    /// Whether `allowed` is `[batch, 1, queries, keys]` for `scores [batch, heads, queries, keys]`.
-    fn mask_fits(scores: &FlexTensor, allowed: &FlexTensor) -> bool {
+    /// The mask's rows when `allowed` is `[batch, 1, rows, keys]` with `rows` dividing the
+    /// queries of `scores [batch, heads, queries, keys]`.
+    fn mask_fits(scores: &FlexTensor, allowed: &FlexTensor) -> Option<usize> {
         let (s, m) = (scores.layout().shape(), allowed.layout().shape());
-        s.num_dims() == 4 && m.num_dims() == 4 && (m[0], m[1], m[2], m[3]) == (s[0], 1, s[2], s[3])
+        let fits = s.num_dims() == 4
+            && m.num_dims() == 4
+            && (m[0], m[1], m[3]) == (s[0], 1, s[3])
+            && m[2] > 0
+            && s[2] % m[2] == 0;
+        fits.then_some(m[2])
     }
 
-    /// The mask row of score row `r` of `[batch, heads, queries]`: that of (batch, query).
-    fn mask_row(mask: &[u8], r: usize, heads: usize, queries: usize, keys: usize) -> &[u8] {
-        let (b, q) = (r / (heads * queries), r % queries);
-        &mask[(b * queries + q) * keys..][..keys]
+    /// Where the rows of `[batch, heads, queries]` scores find their mask (`rows` per batch).
+    struct MaskRows<'a> {
+        mask: &'a [u8],
+        heads: usize,
+        queries: usize,
+        rows: usize,
+        keys: usize,
+    }
+
+    impl MaskRows<'_> {
+        /// The mask row of score row `r`: that of (batch, query mod rows).
+        fn of(&self, r: usize) -> &[u8] {
+            let (b, q) = (r / (self.heads * self.queries), r % self.queries);
+            &self.mask[(b * self.rows + q % self.rows) * self.keys..][..self.keys]
+        }
     }
 
     impl MaskedSoftmaxOps for Flex {
@@ -162,7 +191,7 @@ mod flex {
             allowed: BoolTensor<Self>,
         ) -> FloatTensor<Self> {
             let shape = scores.layout().shape().clone();
-            let (Some(x), Some(mask), true) = (
+            let (Some(x), Some(mask), Some(rows)) = (
                 contiguous_f32(&scores),
                 mask_bytes(&allowed),
                 mask_fits(&scores, &allowed),
@@ -173,6 +202,13 @@ mod flex {
                 return super::generic_forward::<Self>(scores, allowed);
             };
             let (heads, queries, keys) = (shape[1], shape[2], shape[3]);
+            let mask = MaskRows {
+                mask,
+                heads,
+                queries,
+                rows,
+                keys,
+            };
             let mut out = vec![0.0f32; src.len()];
             out.par_chunks_mut(ROWS_PER_TASK * keys)
                 .zip(src.par_chunks(ROWS_PER_TASK * keys))
@@ -181,8 +217,7 @@ mod flex {
                     for (i, (row_out, row)) in
                         dst.chunks_mut(keys).zip(src.chunks(keys)).enumerate()
                     {
-                        let allowed =
-                            mask_row(mask, task * ROWS_PER_TASK + i, heads, queries, keys);
+                        let allowed = mask.of(task * ROWS_PER_TASK + i);
                         for ((o, &x), &a) in row_out.iter_mut().zip(row).zip(allowed) {
                             *o = if a != 0 { x } else { MASKED_SCORE };
                         }
@@ -198,7 +233,7 @@ mod flex {
             grad: FloatTensor<Self>,
         ) -> FloatTensor<Self> {
             let shape = y.layout().shape().clone();
-            let (Some(yc), Some(gc), Some(mask), true) = (
+            let (Some(yc), Some(gc), Some(mask), Some(rows)) = (
                 contiguous_f32(&y),
                 contiguous_f32(&grad),
                 mask_bytes(&allowed),
@@ -214,6 +249,13 @@ mod flex {
                 return super::generic_backward::<Self>(y, allowed, grad);
             };
             let (heads, queries, keys) = (shape[1], shape[2], shape[3]);
+            let mask = MaskRows {
+                mask,
+                heads,
+                queries,
+                rows,
+                keys,
+            };
             let mut out = vec![0.0f32; ys.len()];
             out.par_chunks_mut(ROWS_PER_TASK * keys)
                 .zip(
@@ -224,8 +266,7 @@ mod flex {
                 .for_each(|(task, (dst, (y, g)))| {
                     let rows = dst.chunks_mut(keys).zip(y.chunks(keys)).zip(g.chunks(keys));
                     for (i, ((d, y), g)) in rows.enumerate() {
-                        let allowed =
-                            mask_row(mask, task * ROWS_PER_TASK + i, heads, queries, keys);
+                        let allowed = mask.of(task * ROWS_PER_TASK + i);
                         let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
                         for (((d, &y), &g), &a) in d.iter_mut().zip(y).zip(g).zip(allowed) {
                             *d = if a != 0 { y * (g - dot) } else { 0.0 };
@@ -288,5 +329,44 @@ mod tests {
             (y[0] - 1.0 / k as f32).abs() < 1e-6,
             "a fully masked row is uniform"
         );
+    }
+
+    /// A mask of fewer rows (grouped-query attention's stacked query heads) gives what the mask
+    /// repeated to every query row gives, on the flex kernel and on the generic body.
+    #[test]
+    fn short_mask_equals_the_repeated_mask() {
+        type Ad = Autodiff<Flex>;
+        let dev = Default::default();
+        let (b, h, rows, k) = (2, 3, 5, 7);
+        let scores =
+            Tensor::<Ad, 4>::random([b, h, 2 * rows, k], Distribution::Normal(0.0, 2.0), &dev);
+        let allowed: Vec<bool> = (0..b * rows * k)
+            .map(|i| (i * 5 + i / 4) % 3 != 0)
+            .collect();
+        let short =
+            Tensor::<Ad, 4, Bool>::from_data(TensorData::new(allowed, [b, 1, rows, k]), &dev);
+        let full = short.clone().repeat_dim(2, 2);
+        let coeff =
+            Tensor::<Ad, 4>::random([b, h, 2 * rows, k], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |mask: &Tensor<Ad, 4, Bool>, fused: bool| {
+            let s = scores.clone().detach().require_grad();
+            let y = if fused {
+                masked_softmax(s.clone(), mask.clone())
+            } else {
+                let generic = generic_forward::<Ad>(
+                    s.clone().into_primitive().tensor(),
+                    mask.clone().into_primitive(),
+                );
+                Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(generic))
+            };
+            let grads = (y.clone() * coeff.clone()).sum().backward();
+            [host(y.inner()), host(s.grad(&grads).unwrap())]
+        };
+        let want = run(&full, true);
+        for got in [run(&short, true), run(&short, false)] {
+            for (g, w) in got.iter().zip(&want) {
+                assert!(max_diff(g, w) < 1e-5, "differs by {}", max_diff(g, w));
+            }
+        }
     }
 }
